@@ -1,0 +1,5 @@
+import sys
+
+from vfer.cli import main
+
+sys.exit(main())
