@@ -1,0 +1,46 @@
+"""Segmentation: which frames of a video form each fixed-length segment (METHODS.md).
+
+A segment is a row of frame indices. Videos shorter than ``length`` are padded by repeating
+their first and last frames ((length - n) / 2 each, the odd one at the end); longer videos give
+windows of ``length`` frames every ``stride`` frames, centred so that the frames left over are
+dropped equally at both ends.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def segment_indices(n_frames: int, length: int = 16, stride: int = 16) -> np.ndarray:
+    """Frame indices of each segment, shape (segments, length), int32."""
+    if n_frames < 1:
+        raise ValueError("a video needs at least one frame")
+    if length < 2 or stride < 1:
+        raise ValueError("segment length must be >= 2 and stride >= 1")
+    if n_frames < length:
+        before = (length - n_frames) // 2
+        after = length - n_frames - before
+        row = np.concatenate([np.zeros(before, int), np.arange(n_frames),
+                              np.full(after, n_frames - 1)])
+        return row[None, :].astype(np.int32)
+    count = 1 + (n_frames - length) // stride
+    span = (count - 1) * stride + length
+    start = (n_frames - span) // 2
+    starts = start + stride * np.arange(count)
+    return (starts[:, None] + np.arange(length)[None, :]).astype(np.int32)
+
+
+def process_shard(faces_path: str, out_path: str, length: int, stride: int,
+                  provenance: dict) -> None:
+    """Segment every video of a faces shard (reads only the frame counts)."""
+    from vfer.io import create_h5, open_h5, write_array
+
+    params = {"length": length, "stride": stride}
+    with open_h5(faces_path, "faces") as src, \
+            create_h5(out_path, "segments", {"method": "windows", "params": params,
+                                             **provenance}) as dst:
+        for video_id in src:
+            n = src[video_id]["frames"].shape[0]
+            g = dst.create_group(video_id)
+            write_array(g, "segment_index", segment_indices(n, length, stride))
+            g.attrs["frames"] = n
