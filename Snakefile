@@ -1,0 +1,34 @@
+# vfer: video-based facial expression recognition, one reproducible and resumable workflow.
+#   snakemake --cores all                       run the default config (the demo dataset)
+#   snakemake --cores all --configfile config/methods/<preset>.yaml
+from snakemake.utils import min_version, validate
+
+min_version("9.27")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/faces.smk"
+include: "workflow/rules/segments.smk"
+include: "workflow/rules/flow.smk"
+include: "workflow/rules/dynamic.smk"
+include: "workflow/rules/folds.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+localrules:
+    all,
+
+
+rule all:
+    input:
+        "results/summary.md",
+        "results/summary.csv",
+        expand("results/experiments/{experiment}/metrics.json", experiment=EXPERIMENTS),

@@ -1,0 +1,86 @@
+# Samples table, shards, folds and the helpers every rule uses. Everything here is computed
+# once at parse time from the config and the samples table.
+import os
+
+from snakemake.exceptions import WorkflowError
+
+from vfer.folds import assign_folds
+from vfer.io import sha256_of
+from vfer.samples import SamplesError, load_samples
+
+try:
+    SAMPLES = load_samples(
+        config["samples"],
+        config["classes"],
+        schema=os.path.join(workflow.basedir, "workflow/schemas/samples.schema.yaml"),
+    )
+except SamplesError as exc:
+    raise WorkflowError(f"invalid samples table: {exc}") from None
+
+SHARD_SIZE = config["shard_size"]
+SHARDS = {
+    f"s{i // SHARD_SIZE:04d}": list(
+        zip(SAMPLES["video_id"][i : i + SHARD_SIZE], SAMPLES["path"][i : i + SHARD_SIZE])
+    )
+    for i in range(0, len(SAMPLES), SHARD_SIZE)
+}
+
+try:
+    FOLDS = sorted(
+        assign_folds(
+            SAMPLES,
+            config["protocol"]["name"],
+            config["protocol"]["groups"],
+            config["seed"],
+        )["fold"].unique()
+    )
+except ValueError as exc:
+    raise WorkflowError(f"protocol: {exc}") from None
+
+EXPERIMENTS = [e["name"] for e in config["experiments"]]
+EXPERIMENT = {e["name"]: e for e in config["experiments"]}
+STREAMS = sorted({s for e in config["experiments"] for s in e["streams"]})
+for _s in STREAMS:
+    if _s not in config["streams"]:
+        raise WorkflowError(f"experiment stream {_s!r} is not defined under 'streams'")
+
+
+def method_key(method, params):
+    """Output folder name for a method and its parameters: switching back finds the cache."""
+    return f"{method}-{sha256_of(params)[:10]}"
+
+
+FLOW_PARAMS = {
+    "method": config["flow"]["method"],
+    "params": config["flow"][config["flow"]["method"]],
+    "bound": config["flow"]["bound"],
+}
+FLOW_KEY = method_key(config["flow"]["method"], FLOW_PARAMS)
+DYNAMIC_KEY = method_key(config["dynamic"]["method"], config["dynamic"])
+
+wildcard_constraints:
+    shard=r"s\d{4}",
+    fold=r"\d+",
+    stream=r"[A-Za-z0-9_]+",
+    experiment=r"[A-Za-z0-9_-]+",
+
+
+def shard_files(pattern):
+    return [pattern.format(shard=s) for s in SHARDS]
+
+
+def stream_inputs(wildcards):
+    """The stage files a stream reads, as named input lists."""
+    kind = config["streams"][wildcards.stream]["input"]
+    if kind == "frames":
+        return {
+            "faces": shard_files("results/faces/{shard}.h5"),
+            "segments": shard_files("results/segments/{shard}.h5"),
+        }
+    if kind == "flow":
+        return {"flow": shard_files(f"results/flow/{FLOW_KEY}/{{shard}}.h5")}
+    return {"dynamic": shard_files(f"results/dynamic/{DYNAMIC_KEY}/{{shard}}.h5")}
+
+
+def gpu_jobs():
+    return 0 if config["device"] == "cpu" else 1

@@ -1,0 +1,22 @@
+rule folds:
+    """Subject-independent folds: the test fold of every video (all of a subject's together)."""
+    input:
+        config["samples"],
+    output:
+        "results/folds.tsv",
+    params:
+        protocol=config["protocol"],
+        classes=config["classes"],
+        seed=config["seed"],
+        schema=os.path.join(workflow.basedir, "workflow/schemas/samples.schema.yaml"),
+    log:
+        "logs/folds/folds.log",
+    benchmark:
+        "benchmarks/folds/folds.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    localrule: True
+    script:
+        "../scripts/folds.py"

@@ -1,0 +1,22 @@
+"""Snakemake adapter for rule extract (see vfer.features.extract_stream)."""
+from vfer import features
+from vfer.runtime import provenance, select_device, set_threads, setup_logging
+
+setup_logging(snakemake.log[0])
+set_threads(snakemake.threads)
+stream = dict(snakemake.params.stream)
+inputs = snakemake.input
+kind = stream["input"]
+shards = list(zip(inputs.faces, inputs.segments)) if kind == "frames" else [(p,) for p in inputs[kind]]
+features.extract_stream(
+    kind,
+    shards,
+    inputs.model,
+    inputs.info,
+    snakemake.wildcards.stream,
+    stream,
+    list(snakemake.params.classes),
+    select_device(snakemake.params.device),
+    snakemake.output[0],
+    provenance(snakemake.rule, snakemake.config, stream),
+)

@@ -1,0 +1,16 @@
+"""Snakemake adapter for rule flow (see vfer.flow)."""
+from vfer import flow
+from vfer.runtime import provenance, set_threads, setup_logging
+
+setup_logging(snakemake.log[0])
+set_threads(snakemake.threads)
+params = dict(snakemake.params.flow)
+flow.process_shard(
+    snakemake.input.faces,
+    snakemake.input.segments,
+    snakemake.output[0],
+    params["method"],
+    dict(params["params"]),
+    params["bound"],
+    provenance(snakemake.rule, snakemake.config, params),
+)
