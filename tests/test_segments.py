@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from vfer.segments import segment_indices
+
+
+def test_short_clip_is_padded_with_first_and_last_frames():
+    seg = segment_indices(10, 16)
+    # (16 - 10) / 2 = 3 copies of each end frame, plus the frames themselves.
+    assert seg.tolist() == [[0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 9]]
+
+
+def test_odd_padding_remainder_goes_to_the_end():
+    seg = segment_indices(9, 16)[0]
+    assert (seg == 0).sum() == 1 + 3
+    assert (seg == 8).sum() == 1 + 4
+
+
+def test_long_clip_drops_leftover_frames_equally_at_both_ends():
+    assert segment_indices(20, 16).tolist() == [list(range(2, 18))]
+    seg = segment_indices(40, 16, stride=16)
+    assert seg[:, 0].tolist() == [4, 20]
+    assert np.all(np.diff(seg, axis=1) == 1)
+
+
+def test_overlapping_windows():
+    seg = segment_indices(32, 16, stride=8)
+    assert seg[:, 0].tolist() == [0, 8, 16]
+
+
+def test_exact_length_and_invalid_input():
+    assert segment_indices(16).tolist() == [list(range(16))]
+    with pytest.raises(ValueError):
+        segment_indices(0)

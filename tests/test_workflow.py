@@ -1,0 +1,120 @@
+"""Snakemake on a tiny generated dataset in a temporary folder: outputs, caching, reruns."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.workflow
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+STREAM = {"backbone": "small_cnn", "size": 24, "finetune": "per_fold", "steps": 15,
+          "batch_size": 16, "lr": 0.003}
+CONFIG = {
+    "samples": "data/samples.tsv",
+    "classes": ["happiness", "surprise"],
+    "shard_size": 4,
+    "faces": {"size": [64, 64]},
+    "flow": {"bound": 2},
+    "streams": {"spatial": {"input": "frames", **STREAM}, "temporal": {"input": "flow", **STREAM},
+                "dynamic": {"input": "dynamic", **STREAM}},
+    "protocol": {"name": "losgo", "groups": 2},
+    "experiments": [{"name": "spatial", "streams": ["spatial"]},
+                    {"name": "temporal", "streams": ["temporal"]},
+                    {"name": "fused", "streams": ["spatial", "temporal", "dynamic"]}],
+}
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+                           "--cores", "2", *args], capture_output=True, text=True, timeout=900)
+
+
+def planned(output: str) -> dict[str, int]:
+    """Job counts from a dry run's 'Job stats' table."""
+    stats = output.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / "config").mkdir(exist_ok=True)
+    (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from vfer.demo import generate
+
+    workdir = tmp_path_factory.mktemp("workflow")
+    generate(workdir / "data", seed=5, subjects=4, clips=1, classes=("happiness", "surprise"),
+             processes=2)
+    write_config(workdir, CONFIG)
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_outputs_of_every_stage(run):
+    summary = (run / "results/summary.md").read_text()
+    for name in ("spatial", "temporal", "fused"):
+        assert f"| {name} |" in summary
+        metrics = json.loads((run / f"results/experiments/{name}/metrics.json").read_text())
+        assert len(metrics["folds"]) == 2
+        assert sum(f["test_videos"] for f in metrics["folds"]) == 8
+        assert 0.0 <= metrics["mean"]["accuracy"]["mean"] <= 1.0
+        predictions = pd.read_csv(run / f"results/experiments/{name}/predictions.tsv", sep="\t")
+        assert len(predictions) == 8 and predictions["video_id"].is_unique
+        assert (run / f"results/experiments/{name}/confusion.png").stat().st_size > 1000
+    with h5py.File(run / "results/faces/s0000.h5") as f:
+        assert f.attrs["stage"] == "faces" and len(f) == 4
+        video = next(iter(f.values()))
+        assert video["frames"].shape[1:] == (64, 64, 3)
+        assert video.attrs["decoded_frames"] == video["frames"].shape[0]
+
+
+def test_features_come_from_models_trained_without_the_test_subjects(run):
+    folds = pd.read_csv(run / "results/folds.tsv", sep="\t", dtype=str)
+    for path in (run / "results/features").glob("*/fold*.h5"):
+        with h5py.File(path) as f:
+            fold = int(f.attrs["fold"])
+            trained_on = set(json.loads(f.attrs["train_subjects"]))
+            tested_on = set(folds.loc[folds["fold"] == str(fold), "subject"])
+            assert trained_on and tested_on and not trained_on & tested_on, path
+            assert f.attrs["stage"] == "features" and len(f.attrs["weights_sha256"]) == 64
+
+
+def test_every_rule_writes_a_log_and_a_benchmark(run):
+    for rule in ("faces", "segments", "flow", "dynamic", "folds", "train", "extract", "evaluate",
+                 "summary"):
+        assert list((run / "logs" / rule).rglob("*.log")), rule
+        assert list((run / "benchmarks" / rule).rglob("*.tsv")), rule
+
+
+def test_second_run_has_nothing_to_do(run):
+    result = snakemake(run, "-n")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_changing_a_flow_parameter_reruns_flow_and_downstream_only(run):
+    changed = json.loads(json.dumps(CONFIG))
+    changed["flow"]["farneback"] = {"winsize": 11}
+    write_config(run, changed)
+    try:
+        result = snakemake(run, "-n")
+        jobs = planned(result.stdout)
+        assert jobs["flow"] == 2 and jobs["train"] == 2 and jobs["extract"] == 2
+        assert jobs["evaluate"] == 2  # temporal and fused; spatial does not use flow
+        assert "faces" not in jobs and "segments" not in jobs and "dynamic" not in jobs
+    finally:
+        write_config(run, CONFIG)
+    assert "Nothing to be done" in snakemake(run, "-n").stdout
