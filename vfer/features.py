@@ -112,7 +112,7 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, steps: int, 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if (step + 1) % max(1, steps // 10) == 0:
             log.info("step %d/%d loss %.4f", step + 1, steps, np.mean(losses[-max(1, steps // 10):]))
     model.eval()
