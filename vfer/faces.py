@@ -1,16 +1,28 @@
-"""Face stage: detection (MediaPipe), one face track per video, eye-aligned crops.
+"""Face stage: one face track per video, eye-aligned (or box) crops, landmarks, missing faces.
 
-Per frame the detector gives a box, a score, the two eye centres and (FaceMesh) 478
-landmarks. Eye centres are interpolated over frames without a face and smoothed in time; each
-frame is rotated so the eyes are level and cropped around them (METHODS.md: the crop is
-``crop_iod`` = (height, width) inter-ocular distances, eyes at ``eye_row`` of the height).
-A frame without a face gets the crop of the nearest frame with one and is flagged.
+Detectors (``detector``):
+
+* ``mediapipe``: BlazeFace boxes and scores plus FaceMesh's 478 landmarks (tracking mode).
+  With ``landmarks: true`` a frame counts as a face only where FaceMesh confirms it, which
+  rejects BlazeFace's low-score false positives on face-less frames.
+* ``haar``: OpenCV's frontal-face cascade; eyes from the eye cascade, else from box geometry.
+* ``none``: every frame already is a face crop; it is only resized, or eye-aligned when
+  FaceMesh finds landmarks in most frames.
+
+Per video, detections shorter than ``min_track`` consecutive frames are dropped, eye centres
+(or boxes) are interpolated over the gaps and smoothed in time, and each frame with a face is
+rotated so that the eyes are level and cropped around them (METHODS.md: ``crop_iod`` =
+(height, width) in inter-ocular distances, eyes at ``eye_row`` of the height). A frame without
+a face gets the crop of the nearest frame with one and is flagged; a video without any face is
+a failure that names the file. Large frames are downscaled for detection only and cropped
+from full resolution.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import time
 from dataclasses import dataclass, field
 
 import cv2
@@ -19,13 +31,13 @@ from scipy.ndimage import gaussian_filter1d
 
 from vfer.io import atomic_path, create_h5, write_array
 from vfer.runtime import progress
-from vfer.video import VideoError, iter_frames, open_video
+from vfer.video import FrameSource, VideoError, resample
 
 log = logging.getLogger(__name__)
 
 N_LANDMARKS = 478
+RIGHT_IRIS, LEFT_IRIS = 468, 473  # the subject's right eye appears on the image's left
 FAILURE_COLUMNS = ("video_id", "path", "stage", "reason")
-RIGHT_IRIS, LEFT_IRIS = 468, 473  # subject's right eye appears on the image's left
 
 
 class FaceError(VideoError):
@@ -36,8 +48,16 @@ class FaceError(VideoError):
 class Detection:
     box: np.ndarray  # x0, y0, x1, y1 in pixels
     score: float
-    eyes: np.ndarray  # 2 x 2: image-left eye, image-right eye (x, y) pixels
-    landmarks: np.ndarray | None  # 478 x 3 (x, y pixels; z relative, pixel-scaled) or None
+    eyes: np.ndarray | None  # 2 x 2: image-left eye, image-right eye (x, y); None if unknown
+    landmarks: np.ndarray | None = None  # 478 x 3 (x, y pixels; z pixel-scaled)
+
+    def scaled(self, factor: float) -> Detection:
+        """The detection in a frame ``factor`` times larger."""
+        lm = None
+        if self.landmarks is not None:
+            lm = self.landmarks * np.float32(factor)
+        eyes = None if self.eyes is None else self.eyes * factor
+        return Detection(self.box * factor, self.score, eyes, lm)
 
 
 @dataclass
@@ -47,10 +67,11 @@ class FaceTrack:
     crops: np.ndarray  # T x H x W x 3 uint8
     boxes: np.ndarray  # T x 4 float32 (NaN where no face)
     scores: np.ndarray  # T float32 (0 where no face)
-    eyes: np.ndarray  # T x 2 x 2 float32, smoothed eye centres used for alignment
+    eyes: np.ndarray  # T x 2 x 2 float32, smoothed eye centres used for alignment (NaN: none)
     landmarks: np.ndarray  # T x 478 x 3 float32 (NaN where absent)
     detected: np.ndarray  # T bool
-    source: np.ndarray  # T int32: frame whose crop is stored (itself when detected)
+    source: np.ndarray  # T int32: the stored frame whose crop each frame holds
+    frame_index: np.ndarray  # T int32: decoded frame number of each stored frame
     attrs: dict = field(default_factory=dict)
 
 
@@ -62,11 +83,36 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-class MediaPipeDetector:
+def choose_face(boxes: list[np.ndarray], previous: np.ndarray | None) -> int:
+    """Index of the box that continues the previous one (IoU > 0.3), else of the largest."""
+    if previous is not None:
+        overlaps = [_iou(b, previous) for b in boxes]
+        best = int(np.argmax(overlaps))
+        if overlaps[best] > 0.3:
+            return best
+    return int(np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]))
+
+
+class _Timed:
+    """Accumulates the seconds spent inside the detector's library calls."""
+
+    def __init__(self):
+        self.library_seconds = 0.0
+
+    def _call(self, fn, *args):
+        t = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.library_seconds += time.perf_counter() - t
+
+
+class MediaPipeDetector(_Timed):
     """BlazeFace boxes and eye keypoints, plus FaceMesh landmarks (tracking mode per video)."""
 
     def __init__(self, model_selection: int = 0, min_confidence: float = 0.5,
                  landmarks: bool = True):
+        super().__init__()
         import mediapipe as mp
 
         self._mp = mp
@@ -81,7 +127,7 @@ class MediaPipeDetector:
         """Forget the previous video's track (FaceMesh tracks across calls)."""
         if self._mesh is not None:
             self._mesh.close()
-        self._mesh = None
+            self._mesh = None
         if self.landmarks:
             self._mesh = self._mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=False, max_num_faces=1, refine_landmarks=True,
@@ -95,49 +141,154 @@ class MediaPipeDetector:
 
     def __call__(self, frame: np.ndarray) -> Detection | None:
         h, w = frame.shape[:2]
-        found = self._detector.process(frame).detections or []
-        candidates = []
+        found = self._call(self._detector.process, frame).detections or []
+        boxes, scores, eyes = [], [], []
         for det in found:
             rel = det.location_data.relative_bounding_box
-            box = np.array([rel.xmin * w, rel.ymin * h, (rel.xmin + rel.width) * w,
-                            (rel.ymin + rel.height) * h])
+            boxes.append(np.array([rel.xmin * w, rel.ymin * h, (rel.xmin + rel.width) * w,
+                                   (rel.ymin + rel.height) * h]))
+            scores.append(float(det.score[0]))
             kp = det.location_data.relative_keypoints
-            eyes = np.array([[kp[0].x * w, kp[0].y * h], [kp[1].x * w, kp[1].y * h]])
-            candidates.append((box, float(det.score[0]), eyes))
-        mesh = None
+            eyes.append(np.array([[kp[0].x * w, kp[0].y * h], [kp[1].x * w, kp[1].y * h]]))
+        if not self.landmarks:
+            if not boxes:
+                return None
+            k = choose_face(boxes, self._previous)
+            self._previous = boxes[k]
+            return Detection(boxes[k], scores[k], eyes[k])
+        result = self._call(self._mesh.process, frame)
+        if not result.multi_face_landmarks:
+            return None  # FaceMesh does not confirm a face
+        pts = result.multi_face_landmarks[0].landmark
+        mesh = np.array([(p.x * w, p.y * h, p.z * w) for p in pts], np.float32)
+        mesh_eyes = mesh[[RIGHT_IRIS, LEFT_IRIS], :2].astype(np.float64)
+        holding = [k for k, b in enumerate(boxes)
+                   if np.all((mesh_eyes >= b[:2]) & (mesh_eyes <= b[2:]))]
+        if holding:
+            k = holding[choose_face([boxes[i] for i in holding], self._previous)]
+            box, score = boxes[k], scores[k]
+        else:  # FaceMesh keeps tracking a face that BlazeFace missed
+            box = np.concatenate([mesh[:, :2].min(0), mesh[:, :2].max(0)]).astype(np.float64)
+            score = 0.0
+        self._previous = box
+        return Detection(box, score, mesh_eyes, mesh)
+
+
+class HaarDetector(_Timed):
+    """OpenCV Viola-Jones frontal faces; eyes from the eye cascade or from box geometry."""
+
+    def __init__(self, min_size: float = 0.1):
+        super().__init__()
+        root = cv2.data.haarcascades
+        self._face = cv2.CascadeClassifier(root + "haarcascade_frontalface_default.xml")
+        self._eye = cv2.CascadeClassifier(root + "haarcascade_eye.xml")
+        self.min_size = min_size
+        self._previous: np.ndarray | None = None
+
+    def new_video(self) -> None:
+        self._previous = None
+
+    def close(self) -> None:
+        pass
+
+    def __call__(self, frame: np.ndarray) -> Detection | None:
+        gray = cv2.equalizeHist(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+        side = max(16, int(self.min_size * min(gray.shape)))
+        rects, _, weights = self._call(
+            lambda: self._face.detectMultiScale3(gray, scaleFactor=1.1, minNeighbors=5,
+                                                 minSize=(side, side), outputRejectLevels=True))
+        if len(rects) == 0:
+            return None
+        boxes = [np.array([x, y, x + w, y + h], np.float64) for x, y, w, h in rects]
+        k = choose_face(boxes, self._previous)
+        self._previous = boxes[k]
+        return Detection(boxes[k], float(np.ravel(weights)[k]), self._eyes(gray, boxes[k]))
+
+    def _eyes(self, gray: np.ndarray, box: np.ndarray) -> np.ndarray:
+        x0, y0, x1, y1 = box.astype(int)
+        w, h = x1 - x0, y1 - y0
+        roi = gray[y0:y0 + int(0.6 * h), x0:x1]
+        found = self._call(lambda: self._eye.detectMultiScale(
+            roi, scaleFactor=1.1, minNeighbors=5, minSize=(max(8, w // 8), max(8, w // 8))))
+        centres = [(x0 + ex + ew / 2, y0 + ey + eh / 2) for ex, ey, ew, eh in found]
+        left = [c for c in centres if c[0] < x0 + w / 2]
+        right = [c for c in centres if c[0] >= x0 + w / 2]
+        if left and right:
+            return np.array([max(left, key=lambda c: c[1]), max(right, key=lambda c: c[1])])
+        # Typical eye positions in a cascade box.
+        return np.array([[x0 + 0.3 * w, y0 + 0.38 * h], [x0 + 0.7 * w, y0 + 0.38 * h]])
+
+
+class WholeFrameDetector(_Timed):
+    """For inputs that are already face crops: the face is the whole frame.
+
+    With ``landmarks`` FaceMesh looks for eyes so that the crop can be aligned.
+    """
+
+    def __init__(self, landmarks: bool = True, min_confidence: float = 0.5):
+        super().__init__()
+        self._mesh = None
+        if landmarks:
+            import mediapipe as mp
+
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                min_detection_confidence=min_confidence)
+
+    def new_video(self) -> None:
+        pass
+
+    def close(self) -> None:
         if self._mesh is not None:
-            result = self._mesh.process(frame)
+            self._mesh.close()
+
+    def __call__(self, frame: np.ndarray) -> Detection:
+        h, w = frame.shape[:2]
+        box = np.array([0.0, 0.0, w, h])
+        if self._mesh is not None:
+            result = self._call(self._mesh.process, frame)
             if result.multi_face_landmarks:
                 pts = result.multi_face_landmarks[0].landmark
-                mesh = np.array([[p.x * w, p.y * h, p.z * w] for p in pts], np.float32)
-        if candidates:
-            box, score, eyes = self._choose(candidates)
-        elif mesh is not None:  # FaceMesh kept tracking a face BlazeFace missed
-            box = np.concatenate([mesh[:, :2].min(0), mesh[:, :2].max(0)]).astype(float)
-            score, eyes = 0.0, None
-        else:
-            return None
-        if mesh is not None:
-            mesh_eyes = mesh[[RIGHT_IRIS, LEFT_IRIS], :2].astype(float)
-            inside = np.all((mesh_eyes >= box[:2]) & (mesh_eyes <= box[2:]))
-            if inside:
-                eyes = mesh_eyes
-            else:  # the mesh follows another face than the track
-                mesh = None
-        if eyes is None:
-            return None
-        self._previous = box
-        return Detection(box, score, eyes, mesh)
+                mesh = np.array([(p.x * w, p.y * h, p.z * w) for p in pts], np.float32)
+                return Detection(box, 1.0, mesh[[RIGHT_IRIS, LEFT_IRIS], :2].astype(float), mesh)
+        return Detection(box, 1.0, None)
 
-    def _choose(self, candidates):
-        """Keep following the previous box; otherwise take the largest face."""
-        if self._previous is not None:
-            overlaps = [_iou(c[0], self._previous) for c in candidates]
-            best = int(np.argmax(overlaps))
-            if overlaps[best] > 0.3:
-                return candidates[best]
-        areas = [(c[0][2] - c[0][0]) * (c[0][3] - c[0][1]) for c in candidates]
-        return candidates[int(np.argmax(areas))]
+
+def make_detector(params: dict):
+    """The detector configured by ``faces.detector``."""
+    name = params["detector"]
+    if name == "mediapipe":
+        return MediaPipeDetector(params["model_selection"], params["min_confidence"],
+                                 params["landmarks"])
+    if name == "haar":
+        return HaarDetector()
+    if name == "none":
+        return WholeFrameDetector(params["landmarks"], params["min_confidence"])
+    raise ValueError(f"unknown face detector {name!r}")
+
+
+def detect_scaled(detector, frame: np.ndarray, max_side: int) -> Detection | None:
+    """Run ``detector`` on a copy of ``frame`` downscaled to at most ``max_side`` pixels."""
+    side = max(frame.shape[:2])
+    if not max_side or side <= max_side:
+        return detector(frame)
+    factor = side / max_side
+    small = cv2.resize(frame, (round(frame.shape[1] / factor), round(frame.shape[0] / factor)),
+                       interpolation=cv2.INTER_AREA)
+    det = detector(small)
+    return None if det is None else det.scaled(factor)
+
+
+def drop_short_runs(present: np.ndarray, min_run: int) -> np.ndarray:
+    """``present`` without runs of True shorter than ``min_run`` (kept if the video is shorter)."""
+    present = np.asarray(present, bool).copy()
+    if min_run <= 1 or len(present) < min_run:
+        return present
+    edges = np.diff(np.concatenate([[0], present.astype(np.int8), [0]]))
+    for start, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        if stop - start < min_run:
+            present[start:stop] = False
+    return present
 
 
 def fill_gaps(values: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -154,10 +305,10 @@ def fill_gaps(values: np.ndarray, present: np.ndarray) -> np.ndarray:
 def nearest_present(present: np.ndarray) -> np.ndarray:
     """For each frame, the index of the nearest frame where ``present`` is True."""
     idx = np.flatnonzero(present)
-    t = np.arange(len(present))
-    pos = np.clip(np.searchsorted(idx, t), 1, len(idx) - 1) if len(idx) > 1 else np.zeros_like(t)
     if len(idx) == 1:
         return np.full(len(present), idx[0])
+    t = np.arange(len(present))
+    pos = np.clip(np.searchsorted(idx, t), 1, len(idx) - 1)
     left, right = idx[pos - 1], idx[pos]
     return np.where(t - left <= right - t, left, right)
 
@@ -177,17 +328,24 @@ def alignment_matrix(eyes: np.ndarray, size: tuple[int, int], crop_iod: tuple[fl
     cos, sin = d / iod
     rot = np.array([[cos, sin], [-sin, cos]])  # rotates the eye line onto the x axis
     h, w = size
-    scale = np.diag([w / (crop_iod[1] * iod), h / (crop_iod[0] * iod)])
-    a = scale @ rot
-    centre = (left + right) / 2.0
-    t = np.array([w / 2.0, eye_row * h]) - a @ centre
+    a = np.diag([w / (crop_iod[1] * iod), h / (crop_iod[0] * iod)]) @ rot
+    t = np.array([w / 2.0, eye_row * h]) - a @ ((left + right) / 2.0)
     return np.hstack([a, t[:, None]])
 
 
-def align_crop(frame: np.ndarray, eyes: np.ndarray, size: tuple[int, int],
-               crop_iod: tuple[float, float], eye_row: float) -> np.ndarray:
-    """Eye-aligned crop of ``frame`` (area-averaged when the face is larger than the crop)."""
-    m = alignment_matrix(eyes, size, crop_iod, eye_row)
+def box_matrix(box: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
+    """2 x 3 affine mapping the box (grown by ``margin`` per side, then to the crop's aspect
+    ratio) onto a crop of ``size`` = (H, W); no rotation."""
+    h, w = size
+    cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    bw, bh = (box[2] - box[0]) * (1 + 2 * margin), (box[3] - box[1]) * (1 + 2 * margin)
+    bw, bh = max(bw, bh * w / h), max(bh, bw * h / w)
+    sx, sy = w / bw, h / bh
+    return np.array([[sx, 0.0, w / 2.0 - sx * cx], [0.0, sy, h / 2.0 - sy * cy]])
+
+
+def warp_crop(frame: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Apply a frame -> crop affine, area-averaging when the face is larger than the crop."""
     shrink = 1.0 / np.sqrt(abs(np.linalg.det(m[:, :2])))
     if shrink <= 1.5:
         return cv2.warpAffine(frame, m, (size[1], size[0]), flags=cv2.INTER_LINEAR,
@@ -199,58 +357,107 @@ def align_crop(frame: np.ndarray, eyes: np.ndarray, size: tuple[int, int],
     return cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
-def track_video(path: str, detector: MediaPipeDetector, size: tuple[int, int],
-                crop_iod: tuple[float, float], eye_row: float, smooth_sigma: float,
-                keep_bytes: int = 512 << 20) -> FaceTrack:
-    """Decode ``path``, detect one face track, and return aligned crops and per-frame data.
+def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The whole frame resized to ``size`` = (H, W) (area-averaged when shrinking)."""
+    shrinking = frame.shape[0] > size[0] or frame.shape[1] > size[1]
+    return cv2.resize(frame, (size[1], size[0]),
+                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def align_crop(frame: np.ndarray, eyes: np.ndarray, size: tuple[int, int],
+               crop_iod: tuple[float, float], eye_row: float) -> np.ndarray:
+    """Eye-aligned crop of ``frame``."""
+    return warp_crop(frame, alignment_matrix(eyes, size, crop_iod, eye_row), size)
+
+
+def _smooth(values: np.ndarray, present: np.ndarray, sigma: float) -> np.ndarray:
+    out = fill_gaps(values, present)
+    return gaussian_filter1d(out, sigma, axis=0, mode="nearest") if sigma > 0 else out
+
+
+def track_video(path: str, detector, params: dict, keep_bytes: int = 512 << 20) -> FaceTrack:
+    """Decode ``path``, follow one face, and return crops and per-frame data.
 
     Frames are kept in memory for the cropping pass up to ``keep_bytes``; longer videos are
     decoded a second time instead.
     """
-    cap, info = open_video(path)
+    size, crop_iod = tuple(params["size"]), tuple(params["crop_iod"])
+    target_fps = params.get("target_fps")
     detector.new_video()
-    frames, dets, kept, shape = [], [], 0, None
-    try:
-        for frame in iter_frames(cap):
+    frames, dets, index, kept, shape, decoded = [], [], [], 0, None, 0
+
+    def counted(source):
+        nonlocal decoded
+        for frame in source:
+            decoded += 1
+            yield frame
+
+    with FrameSource(path, params["sequence_fps"]) as src:
+        info = src.info
+        for i, frame in resample(counted(src), info.fps, target_fps):
             shape = frame.shape
             kept += frame.nbytes
             if kept <= keep_bytes:
                 frames.append(frame)
-            dets.append(detector(frame))
-    finally:
-        cap.release()
+            dets.append(detect_scaled(detector, frame, params["detect_max_side"]))
+            index.append(i)
     n = len(dets)
     if n == 0:
         raise VideoError(f"no decodable frames: {path}")
-    detected = np.array([d is not None for d in dets])
+    raw = np.array([d is not None for d in dets])
+    detected = drop_short_runs(raw, params["min_track"])
     if not detected.any():
-        raise FaceError(f"no face in {n} decoded frames: {path}")
+        raise FaceError(f"no face in {decoded} decoded frames: {path}")
+
     boxes = np.full((n, 4), np.nan, np.float32)
     scores = np.zeros(n, np.float32)
-    raw_eyes = np.zeros((n, 2, 2))
+    eyes = np.full((n, 2, 2), np.nan)
     landmarks = np.full((n, N_LANDMARKS, 3), np.nan, np.float32)
-    for i, d in enumerate(dets):
-        if d is not None:
-            boxes[i], scores[i], raw_eyes[i] = d.box, d.score, d.eyes
-            if d.landmarks is not None:
-                landmarks[i] = d.landmarks
-    eyes = fill_gaps(raw_eyes, detected)
-    if smooth_sigma > 0:
-        eyes = gaussian_filter1d(eyes, smooth_sigma, axis=0, mode="nearest")
+    for i in np.flatnonzero(detected):
+        d = dets[i]
+        boxes[i], scores[i] = d.box, d.score
+        if d.eyes is not None:
+            eyes[i] = d.eyes
+        if d.landmarks is not None:
+            landmarks[i] = d.landmarks
+    with_eyes = detected & np.isfinite(eyes[:, 0, 0])
+    mode = params["align"]
+    if mode == "eyes" and params["detector"] == "none" and with_eyes.mean() < 0.5:
+        mode = "resize"  # pre-cropped faces without enough landmarks: resize only
+    if mode == "eyes":
+        eyes = _smooth(eyes, with_eyes, params["smooth_sigma"])
+        matrices = [alignment_matrix(e, size, crop_iod, params["eye_row"]) for e in eyes]
+    elif mode == "box":
+        geometry = _smooth(boxes, detected, params["smooth_sigma"])
+        matrices = [box_matrix(b, size, params["margin"]) for b in geometry]
+    else:
+        matrices = None  # whole frames, resized
+
     source = np.where(detected, np.arange(n), nearest_present(detected)).astype(np.int32)
     crops = np.empty((n, size[0], size[1], 3), np.uint8)
     if len(frames) < n:  # too long to keep: decode again
-        cap, _ = open_video(path)
-        frames = iter_frames(cap)
+        with FrameSource(path, params["sequence_fps"]) as src:
+            frames = (f for _, f in resample(iter(src), info.fps, target_fps))
+            _fill_crops(crops, frames, detected, matrices)
+    else:
+        _fill_crops(crops, frames, detected, matrices)
+    crops[~detected] = crops[source[~detected]]
+    out_fps = target_fps if target_fps and target_fps < info.fps else info.fps
+    attrs = {"path": path, "source": info.kind, "decoded_frames": decoded,
+             "declared_frames": info.declared_frames, "fps": info.fps, "stored_fps": out_fps,
+             "width": shape[1], "height": shape[0], "detected_frames": int(detected.sum()),
+             "rejected_detections": int((raw & ~detected).sum()), "align": mode}
+    return FaceTrack(crops, boxes, scores, eyes.astype(np.float32), landmarks, detected, source,
+                     np.asarray(index, np.int32), attrs)
+
+
+def _fill_crops(crops: np.ndarray, frames, detected: np.ndarray, matrices) -> None:
+    """Crop every detected frame with its matrix, or resize it whole when ``matrices`` is None."""
+    size = crops.shape[1:3]
     for i, frame in enumerate(frames):
         if detected[i]:
-            crops[i] = align_crop(frame, eyes[i], size, crop_iod, eye_row)
-    crops[~detected] = crops[source[~detected]]
-    attrs = {"path": path, "decoded_frames": n, "declared_frames": info.declared_frames,
-             "fps": info.fps, "width": shape[1], "height": shape[0],
-             "detected_frames": int(detected.sum())}
-    return FaceTrack(crops, boxes, scores, eyes.astype(np.float32), landmarks, detected,
-                     source, attrs)
+            crops[i] = resize_frame(frame, size) if matrices is None \
+                else warp_crop(frame, matrices[i], size)
 
 
 def write_failures(path: str, failures: list[dict]) -> None:
@@ -262,30 +469,70 @@ def write_failures(path: str, failures: list[dict]) -> None:
             writer.writerows(failures)
 
 
+def contact_sheet(rows: list[tuple], tile: int = 64, per_row: int = 8) -> np.ndarray:
+    """An RGB image with one row per video: ``per_row`` crops spread over the video, frames
+    without a face crossed out in red; a failed video shows its reason instead.
+
+    ``rows`` holds (video_id, crops, detected) or (video_id, reason).
+    """
+    label_h, width = 16, per_row * tile
+    sheet = np.full((len(rows) * (tile + label_h), width, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for r, row in enumerate(rows):
+        y = r * (tile + label_h)
+        cv2.putText(sheet, row[0], (2, y + 12), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        if len(row) == 2:
+            cv2.putText(sheet, row[1][:120], (2, y + label_h + tile // 2), font, 0.35,
+                        (200, 0, 0), 1, cv2.LINE_AA)
+            continue
+        crops, detected = row[1], row[2]
+        picks = np.unique(np.linspace(0, len(crops) - 1, per_row).round().astype(int))
+        for c, i in enumerate(picks):
+            h, w = crops[i].shape[:2]
+            s = tile / max(h, w)
+            im = cv2.resize(crops[i], (max(1, round(w * s)), max(1, round(h * s))),
+                            interpolation=cv2.INTER_AREA)
+            x0, y0 = c * tile, y + label_h
+            sheet[y0:y0 + im.shape[0], x0:x0 + im.shape[1]] = im
+            if not detected[i]:
+                cv2.rectangle(sheet, (x0, y0), (x0 + tile - 1, y0 + tile - 1), (220, 0, 0), 2)
+                cv2.line(sheet, (x0, y0), (x0 + tile - 1, y0 + tile - 1), (220, 0, 0), 1)
+                cv2.line(sheet, (x0 + tile - 1, y0), (x0, y0 + tile - 1), (220, 0, 0), 1)
+    return sheet
+
+
+def write_png(path: str, rgb: np.ndarray) -> None:
+    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.tobytes())
+
+
 def process_shard(videos: list[tuple[str, str]], out_path: str, failures_path: str,
-                  params: dict, provenance: dict) -> list[dict]:
-    """Track faces in each (video_id, path) and write one HDF5 group per video.
+                  sheet_path: str, params: dict, provenance: dict) -> list[dict]:
+    """Track faces in each (video_id, path); write one HDF5 group per video, the failures
+    table and the contact sheet.
 
     A video that cannot be decoded or has no face becomes a failure row; with
     ``params["on_error"] == "fail"`` it stops the job instead.
     """
-    detector = MediaPipeDetector(params["model_selection"], params["min_confidence"],
-                                 params["landmarks"])
-    size, crop_iod = tuple(params["size"]), tuple(params["crop_iod"])
-    failures = []
+    started = time.perf_counter()
+    detector = make_detector(params)
+    failures, sheet_rows, frames = [], [], 0
     try:
         with create_h5(out_path, "faces", {"method": params["detector"], "params": params,
                                            **provenance}) as f:
             for video_id, path in progress(videos, "faces"):
                 try:
-                    track = track_video(path, detector, size, crop_iod, params["eye_row"],
-                                        params["smooth_sigma"])
+                    track = track_video(path, detector, params)
                 except VideoError as exc:
                     if params["on_error"] == "fail":
                         raise
                     log.warning("%s: %s", video_id, exc)
                     failures.append({"video_id": video_id, "path": path, "stage": "faces",
                                      "reason": str(exc)})
+                    sheet_rows.append((video_id, str(exc)))
                     continue
                 g = f.create_group(video_id)
                 write_array(g, "frames", track.crops)
@@ -295,10 +542,21 @@ def process_shard(videos: list[tuple[str, str]], out_path: str, failures_path: s
                 write_array(g, "landmarks", track.landmarks)
                 write_array(g, "detected", track.detected)
                 write_array(g, "source_frame", track.source)
+                write_array(g, "frame_index", track.frame_index)
                 g.attrs.update(track.attrs)
+                frames += len(track.crops)
+                picks = np.unique(np.linspace(0, len(track.crops) - 1, 8).round().astype(int))
+                sheet_rows.append((video_id, track.crops[picks], track.detected[picks]))
                 log.info("%s: %d frames, face in %d", video_id, len(track.crops),
                          track.attrs["detected_frames"])
+            elapsed = time.perf_counter() - started
+            f.attrs["frames"] = frames
+            f.attrs["library_seconds"] = detector.library_seconds
+            log.info("%d frames in %.1f s (%.1f frames/s); detector calls %.1f s (%.0f%%)",
+                     frames, elapsed, frames / max(elapsed, 1e-9), detector.library_seconds,
+                     100 * detector.library_seconds / max(elapsed, 1e-9))
     finally:
         detector.close()
     write_failures(failures_path, failures)
+    write_png(sheet_path, contact_sheet(sheet_rows))
     return failures

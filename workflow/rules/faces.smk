@@ -5,6 +5,7 @@ rule faces:
     output:
         h5=ensure("results/faces/{shard}.h5", non_empty=True),
         failures="results/faces/{shard}.failures.tsv",
+        sheet="results/faces/{shard}.contact.png",
     params:
         videos=lambda wc: SHARDS[wc.shard],
         faces=config["faces"],

@@ -9,6 +9,7 @@ faces.process_shard(
     [tuple(v) for v in snakemake.params.videos],
     snakemake.output.h5,
     snakemake.output.failures,
+    snakemake.output.sheet,
     params,
     provenance(snakemake.rule, snakemake.config, params),
 )
