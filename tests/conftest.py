@@ -33,3 +33,14 @@ def demo_clip(tmp_path_factory) -> tuple[Path, np.ndarray]:
     path = tmp_path_factory.mktemp("clip") / "S01_surprise_01.avi"
     demo.write_video(path, frames)
     return path, frames
+
+
+def stage_defaults(section: str, **overrides) -> dict:
+    """A config section filled with the defaults of workflow/schemas/config.schema.yaml."""
+    import yaml
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    props = schema["properties"][section]["properties"]
+    params = {k: v["default"] for k, v in props.items() if "default" in v}
+    params.update(overrides)
+    return params

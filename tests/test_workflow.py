@@ -79,6 +79,7 @@ def test_outputs_of_every_stage(run):
         video = next(iter(f.values()))
         assert video["frames"].shape[1:] == (64, 64, 3)
         assert video.attrs["decoded_frames"] == video["frames"].shape[0]
+    assert (run / "results/faces/s0001.contact.png").stat().st_size > 1000
 
 
 def test_features_come_from_models_trained_without_the_test_subjects(run):
