@@ -1,9 +1,10 @@
 """Segmentation: which frames of a video form each fixed-length segment (METHODS.md).
 
-A segment is a row of frame indices. Videos shorter than ``length`` are padded by repeating
-their first and last frames ((length - n) / 2 each, the odd one at the end); longer videos give
-windows of ``length`` frames every ``stride`` frames, centred so that the frames left over are
-dropped equally at both ends.
+A segment is a row of frame indices. ``windows`` (the seeds): videos shorter than ``length``
+are padded by repeating their first and last frames ((length - n) / 2 each, the odd one at the
+end; ``pad: last`` repeats only the last frame); longer videos give windows of ``length`` frames
+every ``stride`` frames, centred so that the frames left over are dropped equally at both ends.
+``resample`` (paper 003): one segment per video, ``length`` frames sampled uniformly.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def segment_indices(n_frames: int, length: int = 16, stride: int = 16) -> np.ndarray:
+def segment_indices(n_frames: int, length: int = 16, stride: int = 16, mode: str = "windows",
+                    pad: str = "both") -> np.ndarray:
     """Frame indices of each segment, shape (segments, length), int32."""
     if n_frames < 1:
         raise ValueError("a video needs at least one frame")
     if length < 2 or stride < 1:
         raise ValueError("segment length must be >= 2 and stride >= 1")
+    if mode == "resample":
+        return np.round(np.linspace(0, n_frames - 1, length))[None, :].astype(np.int32)
+    if mode != "windows":
+        raise ValueError(f"unknown segmentation mode {mode!r}")
     if n_frames < length:
-        before = (length - n_frames) // 2
+        before = (length - n_frames) // 2 if pad == "both" else 0
         after = length - n_frames - before
         row = np.concatenate([np.zeros(before, int), np.arange(n_frames),
                               np.full(after, n_frames - 1)])
@@ -30,17 +36,16 @@ def segment_indices(n_frames: int, length: int = 16, stride: int = 16) -> np.nda
     return (starts[:, None] + np.arange(length)[None, :]).astype(np.int32)
 
 
-def process_shard(faces_path: str, out_path: str, length: int, stride: int,
-                  provenance: dict) -> None:
+def process_shard(faces_path: str, out_path: str, params: dict, provenance: dict) -> None:
     """Segment every video of a faces shard (reads only the frame counts)."""
     from vfer.io import create_h5, open_h5, write_array
 
-    params = {"length": length, "stride": stride}
     with open_h5(faces_path, "faces") as src, \
-            create_h5(out_path, "segments", {"method": "windows", "params": params,
+            create_h5(out_path, "segments", {"method": params["mode"], "params": params,
                                              **provenance}) as dst:
         for video_id in src:
             n = src[video_id]["frames"].shape[0]
             g = dst.create_group(video_id)
-            write_array(g, "segment_index", segment_indices(n, length, stride))
+            write_array(g, "segment_index", segment_indices(
+                n, params["length"], params["stride"], params["mode"], params["pad"]))
             g.attrs["frames"] = n

@@ -7,7 +7,6 @@ params = dict(snakemake.params.segments)
 segments.process_shard(
     snakemake.input.faces,
     snakemake.output[0],
-    params["length"],
-    params["stride"],
+    params,
     provenance(snakemake.rule, snakemake.config, params),
 )
