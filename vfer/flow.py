@@ -1,18 +1,25 @@
 """Optical flow between the frame pairs of segments, and 8-bit flow images (METHODS.md).
 
-Each distinct pair of a video is computed once; a pair of identical frame indices (padding)
-has zero flow without computing. A flow image is (d_x, d_y, |d|): each component clipped to
-+-bound and mapped linearly to [0, 255]; the magnitude maps [0, bound * sqrt(2)] to [0, 255].
+Methods: ``farneback`` and ``tvl1`` (OpenCV, one pair per call, pairs spread over threads)
+and ``horn_schunck`` (ours: batched over pairs, coarse-to-fine with warping, in numpy or in
+torch on CUDA; both run the same operations). Each distinct pair of a video is computed once;
+a pair of identical frame indices (padding) has zero flow without computing.
+
+A flow image is (d_x, d_y, |d|): each component clipped to +-bound and mapped linearly to
+[0, 255]; the magnitude maps [0, bound * sqrt(2)] to [0, 255].
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+METHODS = ("farneback", "tvl1", "horn_schunck")
 
 
 def farneback(prev: np.ndarray, nxt: np.ndarray, pyr_scale: float = 0.5, levels: int = 3,
@@ -23,12 +30,185 @@ def farneback(prev: np.ndarray, nxt: np.ndarray, pyr_scale: float = 0.5, levels:
                                         iterations, poly_n, poly_sigma, 0)
 
 
-def method(name: str, params: dict) -> FlowFn:
-    """The flow function for ``name`` with its parameters bound."""
-    if name == "farneback":
-        return lambda a, b: farneback(a, b, **params)
-    raise ValueError(f"unknown flow method {name!r}")
+def tvl1_solver(tau: float = 0.25, lambda_: float = 0.15, theta: float = 0.3, nscales: int = 5,
+                warps: int = 5, epsilon: float = 0.01, inner_iterations: int = 30,
+                outer_iterations: int = 10, scale_step: float = 0.8, median_filtering: int = 5):
+    """OpenCV's Dual TV-L1 (Zach-Pock-Bischof with Wedel's median filtering)."""
+    return cv2.optflow.DualTVL1OpticalFlow_create(
+        tau=tau, lambda_=lambda_, theta=theta, nscales=nscales, warps=warps, epsilon=epsilon,
+        innnerIterations=inner_iterations, outerIterations=outer_iterations,
+        scaleStep=scale_step, gamma=0.0, medianFiltering=median_filtering, useInitialFlow=False)
 
+
+# --- Horn-Schunck, written once over a minimal array backend --------------------------------
+
+class _NumpyOps:
+    """The few array operations Horn-Schunck needs, for numpy (B x H x W float32)."""
+
+    @staticmethod
+    def correlate(x, k, axis):
+        from scipy.ndimage import correlate1d
+
+        return correlate1d(x, np.asarray(k, x.dtype), axis=axis, mode="nearest")
+
+    @staticmethod
+    def zeros(x):
+        return np.zeros_like(x)
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return np.clip(x, lo, hi)
+
+    @staticmethod
+    def floor_int(x):
+        return np.floor(x).astype(np.int64)
+
+    @staticmethod
+    def grid(h, w, like):
+        xs, ys = np.meshgrid(np.arange(w, dtype=like.dtype), np.arange(h, dtype=like.dtype))
+        return xs[None], ys[None]
+
+    @staticmethod
+    def batch_index(b, like):
+        return np.arange(b)[:, None, None]
+
+
+class _TorchOps:
+    """The same operations for torch tensors (any device)."""
+
+    @staticmethod
+    def correlate(x, k, axis):
+        import torch.nn.functional as F
+
+        r, n = len(k) // 2, x.shape[axis]
+        pad = (r, r, 0, 0) if axis == 2 else (0, 0, r, r)
+        p = F.pad(x[:, None], pad, mode="replicate")[:, 0]
+        return sum(c * p.narrow(axis, i, n) for i, c in enumerate(k) if c)
+
+    @staticmethod
+    def zeros(x):
+        import torch
+
+        return torch.zeros_like(x)
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return x.clamp(lo, hi)
+
+    @staticmethod
+    def floor_int(x):
+        return x.floor().long()
+
+    @staticmethod
+    def grid(h, w, like):
+        import torch
+
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=like.dtype, device=like.device),
+                                torch.arange(w, dtype=like.dtype, device=like.device),
+                                indexing="ij")
+        return xs[None], ys[None]
+
+    @staticmethod
+    def batch_index(b, like):
+        import torch
+
+        return torch.arange(b, device=like.device)[:, None, None]
+
+
+_BLUR = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
+_DERIV = (1 / 12, -8 / 12, 0.0, 8 / 12, -1 / 12)  # 5-point central difference
+_ONE_TWO_ONE = (1.0, 2.0, 1.0)
+
+
+def _blur(ops, x):
+    return ops.correlate(ops.correlate(x, _BLUR, 2), _BLUR, 1)
+
+
+def _neighbour_average(ops, x):
+    """K * x with K = [[1, 2, 1], [2, 0, 2], [1, 2, 1]] / 12 (Horn-Schunck's u_bar), computed
+    as the separable [1, 2, 1] x [1, 2, 1] filter minus the centre."""
+    return (ops.correlate(ops.correlate(x, _ONE_TWO_ONE, 2), _ONE_TWO_ONE, 1) - 4.0 * x) / 12.0
+
+
+def _sample(ops, img, xs, ys):
+    """Bilinear samples of (B, H, W) images at pixel coordinates (B, h, w), clamped to edges."""
+    h, w = img.shape[-2:]
+    xs, ys = ops.clip(xs, 0, w - 1), ops.clip(ys, 0, h - 1)
+    x0, y0 = ops.clip(ops.floor_int(xs), 0, w - 2), ops.clip(ops.floor_int(ys), 0, h - 2)
+    fx, fy = xs - x0, ys - y0
+    b = ops.batch_index(img.shape[0], img)
+    top = img[b, y0, x0] * (1 - fx) + img[b, y0, x0 + 1] * fx
+    bottom = img[b, y0 + 1, x0] * (1 - fx) + img[b, y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _resize(ops, img, h, w):
+    """Bilinear resize of (B, H0, W0) to (B, h, w) with half-pixel centres."""
+    h0, w0 = img.shape[-2:]
+    xs, ys = ops.grid(h, w, img)
+    return _sample(ops, img, (xs + 0.5) * (w0 / w) - 0.5, (ys + 0.5) * (h0 / h) - 0.5)
+
+
+def horn_schunck_batch(prev, nxt, ops, alpha: float = 0.03, iterations: int = 30, warps: int = 2,
+                       levels: int = 5, min_size: int = 16):
+    """Horn-Schunck flow of image batches (B, H, W) with intensities in [0, 1].
+
+    Coarse to fine over a binomial pyramid; at each level the second image is warped by the
+    current flow ``warps`` times and the flow is refined by ``iterations`` Jacobi updates
+    u <- u_bar - I_x (I_x u_bar + I_y v_bar + I_t) / (alpha^2 + I_x^2 + I_y^2), with
+    u_bar the 3x3 weighted neighbour average and I_t linearised around the current flow.
+    Returns (u, v) in pixels of the input.
+    """
+    pyramid = [(prev, nxt)]
+    while len(pyramid) < levels and min(pyramid[-1][0].shape[-2:]) // 2 >= min_size:
+        a, b = pyramid[-1]
+        pyramid.append((_blur(ops, a)[:, ::2, ::2], _blur(ops, b)[:, ::2, ::2]))
+    u = v = None
+    for a, b in reversed(pyramid):
+        h, w = a.shape[-2:]
+        if u is None:
+            u, v = ops.zeros(a), ops.zeros(a)
+        else:
+            sy, sx = h / u.shape[-2], w / u.shape[-1]
+            u, v = _resize(ops, u, h, w) * sx, _resize(ops, v, h, w) * sy
+        a_s, b_s = _blur(ops, a), _blur(ops, b)
+        xs, ys = ops.grid(h, w, a)
+        for _ in range(warps):
+            warped = _sample(ops, b_s, xs + u, ys + v)
+            mean = 0.5 * (a_s + warped)
+            ix, iy = ops.correlate(mean, _DERIV, 2), ops.correlate(mean, _DERIV, 1)
+            it = warped - a_s - ix * u - iy * v  # linearised around the current flow
+            denom = alpha * alpha + ix * ix + iy * iy
+            for _ in range(iterations):
+                ub, vb = _neighbour_average(ops, u), _neighbour_average(ops, v)
+                step = (ix * ub + iy * vb + it) / denom
+                u, v = ub - ix * step, vb - iy * step
+    return u, v
+
+
+def horn_schunck(prev: np.ndarray, nxt: np.ndarray, backend: str = "numpy", device=None,
+                 **params) -> np.ndarray:
+    """Horn-Schunck flow (B x H x W x 2 float32) of uint8 image batches (B x H x W).
+
+    ``backend`` numpy or torch (``device`` e.g. "cuda"); both compute in float32.
+    """
+    if backend == "numpy":
+        a = prev.astype(np.float32) / 255.0
+        b = nxt.astype(np.float32) / 255.0
+        u, v = horn_schunck_batch(a, b, _NumpyOps, **params)
+        return np.stack([u, v], axis=-1).astype(np.float32)
+    if backend == "torch":
+        import torch
+
+        with torch.no_grad():
+            a = torch.from_numpy(prev).to(device or "cpu").float() / 255.0
+            b = torch.from_numpy(nxt).to(device or "cpu").float() / 255.0
+            u, v = horn_schunck_batch(a, b, _TorchOps, **params)
+            return torch.stack([u, v], dim=-1).cpu().numpy()
+    raise ValueError(f"unknown Horn-Schunck backend {backend!r}")
+
+
+# --- pairs, images, stage driver ----------------------------------------------------------
 
 def segment_pairs(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct consecutive frame pairs of all segments, and each segment's pair indices.
@@ -41,45 +221,144 @@ def segment_pairs(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pairs.astype(np.int32), inverse.reshape(segments.shape[0], -1).astype(np.int32)
 
 
+def with_consecutive(pairs: np.ndarray, n_frames: int) -> np.ndarray:
+    """``pairs`` plus every (t, t + 1) of the video, distinct and sorted."""
+    consecutive = np.stack([np.arange(n_frames - 1), np.arange(1, n_frames)], axis=1)
+    return np.unique(np.concatenate([pairs, consecutive]), axis=0).astype(np.int32)
+
+
 def to_gray(frames: np.ndarray) -> np.ndarray:
     """RGB uint8 frames (T x H x W x 3) to grayscale (T x H x W)."""
     return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])
 
 
-def compute_pairs(gray: np.ndarray, pairs: np.ndarray, fn: FlowFn) -> np.ndarray:
-    """Flow of each pair (P x H x W x 2 float32); identical indices give zeros uncomputed."""
+def compute_pairs(gray: np.ndarray, pairs: np.ndarray, fn: FlowFn,
+                  threads: int = 1) -> np.ndarray:
+    """Flow of each pair with a per-pair function, spread over ``threads`` (OpenCV releases
+    the GIL); identical indices give zeros uncomputed."""
     out = np.zeros((len(pairs),) + gray.shape[1:] + (2,), np.float32)
-    for k, (a, b) in enumerate(pairs):
-        if a != b:
-            out[k] = fn(gray[a], gray[b])
+    todo = np.flatnonzero(pairs[:, 0] != pairs[:, 1])
+
+    def one(k):
+        a, b = pairs[k]
+        out[k] = fn(gray[a], gray[b])
+
+    if threads > 1 and len(todo) > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, todo))
+    else:
+        for k in todo:
+            one(k)
     return out
 
 
+def compute_flows(gray: np.ndarray, pairs: np.ndarray, name: str, params: dict,
+                  threads: int = 1, batch: int = 64) -> np.ndarray:
+    """Flow (P x H x W x 2 float32, pixels) of each pair with method ``name``."""
+    if name == "farneback":
+        return compute_pairs(gray, pairs, lambda a, b: farneback(a, b, **params), threads)
+    if name == "tvl1":
+        local = threading.local()
+
+        def tvl1(a, b):
+            if not hasattr(local, "solver"):  # a solver object is not thread-safe
+                local.solver = tvl1_solver(**params)
+            return local.solver.calc(a, b, None)
+
+        return compute_pairs(gray, pairs, tvl1, threads)
+    if name == "horn_schunck":
+        hs = dict(params)
+        backend, device = resolve_backend(hs.pop("backend", "numpy"))
+        out = np.zeros((len(pairs),) + gray.shape[1:] + (2,), np.float32)
+        todo = np.flatnonzero(pairs[:, 0] != pairs[:, 1])
+        for i in range(0, len(todo), batch):
+            k = todo[i:i + batch]
+            out[k] = horn_schunck(gray[pairs[k, 0]], gray[pairs[k, 1]], backend, device, **hs)
+        return out
+    raise ValueError(f"unknown flow method {name!r}; choose from {METHODS}")
+
+
+def resolve_backend(backend: str) -> tuple[str, str | None]:
+    """``auto`` -> torch on CUDA when present, else numpy."""
+    if backend == "auto":
+        import torch
+
+        return ("torch", "cuda") if torch.cuda.is_available() else ("numpy", None)
+    return backend, None
+
+
 def flow_image(flow: np.ndarray, bound: float = 20.0) -> np.ndarray:
-    """(..., 2) flow in pixels -> (..., 3) uint8 image (d_x, d_y, magnitude), bounded."""
-    d = np.clip(flow, -bound, bound)
-    mag = np.sqrt((d ** 2).sum(-1, keepdims=True))
-    xy = (d + bound) * (255.0 / (2.0 * bound))
-    m = mag * (255.0 / (bound * np.sqrt(2.0)))
-    return np.round(np.concatenate([xy, m], axis=-1)).clip(0, 255).astype(np.uint8)
+    """(..., H, W, 2) flow in pixels -> (..., H, W, 3) uint8 image (d_x, d_y, magnitude):
+    components clipped to +-bound, mapped linearly to [0, 255] and rounded."""
+    shape = flow.shape[:-1]
+    d = np.clip(np.asarray(flow, np.float32), -bound, bound).reshape(-1, shape[-1], 2)
+    x, y = cv2.split(d)
+    scale = 255.0 / (2.0 * bound)
+    channels = [cv2.convertScaleAbs(x, alpha=scale, beta=127.5),
+                cv2.convertScaleAbs(y, alpha=scale, beta=127.5),
+                cv2.convertScaleAbs(cv2.magnitude(x, y), alpha=255.0 / (bound * np.sqrt(2.0)))]
+    return cv2.merge(channels).reshape(shape + (3,))
+
+
+def dequantise(images: np.ndarray, bound: float) -> np.ndarray:
+    """The flow (..., 2 float32, pixels) that a flow image's x and y channels encode."""
+    return (images[..., :2].astype(np.float32) - 127.5) * np.float32(2.0 * bound / 255.0)
+
+
+def flow_to_hsv_rgb(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
+    """Colour-code a flow field (H x W x 2): hue = direction, brightness = magnitude."""
+    mag, ang = cv2.cartToPolar(flow[..., 0].astype(np.float32), flow[..., 1].astype(np.float32))
+    top = max_magnitude or max(float(mag.max()), 1e-6)
+    hsv = np.zeros(flow.shape[:2] + (3,), np.uint8)
+    hsv[..., 0] = (ang * (90.0 / np.pi)).astype(np.uint8)  # OpenCV hue is 0..180
+    hsv[..., 1] = 255
+    hsv[..., 2] = np.clip(mag / top * 255.0, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
 def process_shard(faces_path: str, segments_path: str, out_path: str, name: str, params: dict,
-                  bound: float, provenance: dict) -> None:
-    """Flow images of every distinct frame pair of every video in a shard."""
+                  bound: float, consecutive: bool, provenance: dict, threads: int = 1,
+                  store_raw: bool = False) -> None:
+    """Flow images of every distinct frame pair of every video in a shard.
+
+    ``images`` (P x H x W x 3 uint8) hold (d_x, d_y, |d|) at the bound: their x and y channels
+    are the flow quantised with the bound (``dequantise``). ``store_raw`` adds the float16
+    flow. With ``consecutive`` every (t, t + 1) pair of the video is computed as well (ordered
+    flow maps need the whole sequence). The next video's flows are computed while the current
+    one is written.
+    """
     from vfer.io import create_h5, open_h5, write_array
     from vfer.runtime import progress
 
-    fn = method(name, params)
+    backend = resolve_backend(params.get("backend", "numpy")) if name == "horn_schunck" else None
     with open_h5(faces_path, "faces") as faces, open_h5(segments_path, "segments") as segs, \
             create_h5(out_path, "flow", {"method": name, "params": params, "bound": bound,
-                                         **provenance}) as dst:
-        for video_id in progress(list(segs), "flow"):
+                                         "consecutive": consecutive, "store_raw": store_raw,
+                                         "backend": list(backend) if backend else "opencv",
+                                         **provenance}) as dst, \
+            ThreadPoolExecutor(1) as prefetch:
+
+        def compute(video_id):
             segments = segs[video_id]["segment_index"][()]
             pairs, index = segment_pairs(segments)
             gray = to_gray(faces[video_id]["frames"][()])
-            flows = compute_pairs(gray, pairs, fn)
+            if consecutive:
+                wanted = with_consecutive(pairs, len(gray))
+                code = wanted[:, 0] * len(gray) + wanted[:, 1]
+                index = np.searchsorted(code, pairs[index][..., 0] * len(gray)
+                                        + pairs[index][..., 1]).astype(np.int32)
+                pairs = wanted
+            return pairs, index, compute_flows(gray, pairs, name, params, threads)
+
+        ids = list(segs)
+        pending = prefetch.submit(compute, ids[0]) if ids else None
+        for k, video_id in enumerate(progress(ids, "flow")):
+            pairs, index, flows = pending.result()
+            if k + 1 < len(ids):
+                pending = prefetch.submit(compute, ids[k + 1])
             g = dst.create_group(video_id)
-            write_array(g, "images", flow_image(flows, bound))
+            write_array(g, "images", flow_image(flows, bound), compression="gzip", level=1)
+            if store_raw:
+                write_array(g, "flow", flows.astype(np.float16), compression="gzip", level=1)
             write_array(g, "pairs", pairs)
             write_array(g, "segment_pairs", index)

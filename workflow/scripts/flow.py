@@ -12,5 +12,8 @@ flow.process_shard(
     params["method"],
     dict(params["params"]),
     params["bound"],
+    params["consecutive"],
     provenance(snakemake.rule, snakemake.config, params),
+    threads=snakemake.threads,
+    store_raw=params["store_raw"],
 )
