@@ -1,12 +1,25 @@
-"""Dynamic images by approximate rank pooling (Bilen et al.; METHODS.md).
+"""Dynamic images: rank pooling of a sequence of frames (RGB) or of flow fields (METHODS.md).
 
-d = sum_t alpha_t x_t with alpha_t = 2(T - t + 1) - (T + 1)(H_T - H_{t-1}), t = 1..T, where
-H_t is the t-th harmonic number (H_0 = 0): rank pooling with the time-varying mean built in.
+* ``approximate`` (Bilen et al.): d = sum_t alpha_t x_t with
+  alpha_t = 2(T - t + 1) - (T + 1)(H_T - H_{t-1}), H_t the t-th harmonic number (H_0 = 0).
+* ``rank_svm`` (Fernando et al., VideoDarwin): time-varying mean m_t = mean(x_1..x_t), the map
+  x -> [sqrt(x+), sqrt(x-)], L2 normalisation, then an L2-regularised L2-loss linear SVR on the
+  targets t = 1..T (liblinear -s 11, C = 1, epsilon 0.1, solved in its dual on the T x T Gram
+  matrix); the weights for the positive minus those for the negative part, reshaped to the
+  frame, are the image. Fitted forward and on the reversed sequence.
+
+Sequences are either each segment's frames (or its flows), or windows of ``window`` items
+with stride ``window / 2`` over the whole video (Ren's ordered optical-flow maps: w = 28
+consecutive flows, x and y jointly). Images are min-max scaled to [0, 255].
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from vfer.flow import dequantise  # the flow files' documented encoding
+
+SOURCES = ("rgb", "flow")
 
 
 def rank_pool_coefficients(T: int) -> np.ndarray:
@@ -22,6 +35,69 @@ def dynamic_image(frames: np.ndarray) -> np.ndarray:
     return np.tensordot(alpha, np.asarray(frames, np.float64), axes=(0, 0))
 
 
+def dynamic_images_torch(stacks, device=None):
+    """Approximate dynamic images of a batch of equal-length sequences (B x T x ...) in torch
+    (float32, any device); returns a tensor B x ..."""
+    import torch
+
+    x = torch.as_tensor(stacks, device=device).float()
+    alpha = torch.tensor(rank_pool_coefficients(x.shape[1]), dtype=x.dtype, device=x.device)
+    return torch.tensordot(x, alpha, dims=([1], [0]))
+
+
+def rank_features(frames: np.ndarray) -> np.ndarray:
+    """What the rank SVR sees: time-varying mean, [sqrt(x+), sqrt(x-)], L2-normalised (T x 2D)."""
+    x = np.asarray(frames, np.float64).reshape(len(frames), -1)
+    mean = np.cumsum(x, axis=0) / np.arange(1, len(x) + 1)[:, None]
+    v = np.concatenate([np.sqrt(np.maximum(mean, 0.0)), np.sqrt(np.maximum(-mean, 0.0))], axis=1)
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.where(norm > 0, norm, 1.0)
+
+
+def svr_dual(gram: np.ndarray, targets: np.ndarray, C: float = 1.0, epsilon: float = 0.1,
+             tol: float = 1e-10, max_sweeps: int = 10000) -> np.ndarray:
+    """Dual coefficients beta of the L2-regularised L2-loss SVR (liblinear's -s 12 dual of -s 11):
+
+        min_beta 1/2 beta' (K + I / 2C) beta - y' beta + epsilon |beta|_1,   w = sum_i beta_i x_i
+
+    solved by exact coordinate descent on the n x n Gram matrix K (n = sequence length, so
+    this costs nothing next to forming K)."""
+    q = gram + np.eye(len(gram)) / (2.0 * C)
+    beta = np.zeros(len(gram))
+    grad = -targets.astype(np.float64)  # q @ beta - y
+    for _ in range(max_sweeps):
+        largest = 0.0
+        for i in range(len(beta)):
+            a = beta[i] - grad[i] / q[i, i]
+            new = np.sign(a) * max(abs(a) - epsilon / q[i, i], 0.0)
+            step = new - beta[i]
+            if step:
+                grad += step * q[:, i]
+                beta[i] = new
+                largest = max(largest, abs(step))
+        if largest < tol:
+            break
+    return beta
+
+
+def rank_svm_weights(frames: np.ndarray, C: float = 1.0, epsilon: float = 0.1) -> np.ndarray:
+    """Weights u (2D) of the linear SVR (with a bias feature, as liblinear -B 1) that maps
+    rank_features(frames)[t] to t = 1..T; the bias weight is dropped."""
+    v = rank_features(frames)
+    gram = v @ v.T + 1.0  # the constant bias feature
+    beta = svr_dual(gram, np.arange(1, len(v) + 1, dtype=np.float64), C, epsilon)
+    return beta @ v
+
+
+def rank_svm_image(frames: np.ndarray, C: float = 1.0, epsilon: float = 0.1,
+                   reverse: bool = False) -> np.ndarray:
+    """Rank-pooled image (float64, frame shape): positive-part minus negative-part weights."""
+    seq = np.asarray(frames)[::-1] if reverse else np.asarray(frames)
+    u = rank_svm_weights(seq, C, epsilon)
+    d = u.size // 2
+    return (u[:d] - u[d:]).reshape(seq.shape[1:])
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Global min-max to [0, 255] uint8 (a constant image maps to 128)."""
     lo, hi = float(image.min()), float(image.max())
@@ -30,15 +106,87 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.round((image - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
-def process_shard(faces_path: str, segments_path: str, out_path: str, provenance: dict) -> None:
-    """One approximate dynamic image (uint8) per segment of every video in a shard."""
-    from vfer.io import create_h5, open_h5, write_array
+def flow_to_3ch(image: np.ndarray) -> np.ndarray:
+    """A pooled flow field (H x W x 2) as (x, y, magnitude) for a 3-channel network."""
+    return np.concatenate([image, np.sqrt((image ** 2).sum(-1, keepdims=True))], axis=-1)
 
-    with open_h5(faces_path, "faces") as faces, open_h5(segments_path, "segments") as segs, \
-            create_h5(out_path, "dynamic", {"method": "approximate", "input": "rgb",
-                                            **provenance}) as dst:
-        for video_id in segs:
-            frames = faces[video_id]["frames"][()]
-            segments = segs[video_id]["segment_index"][()]
-            images = np.stack([to_uint8(dynamic_image(frames[s])) for s in segments])
-            write_array(dst.create_group(video_id), "images", images)
+
+def windows(n: int, window: int) -> np.ndarray:
+    """Index windows of ``window`` items with stride window // 2 over n items (one window of
+    all n when n <= window)."""
+    if n <= window:
+        return np.arange(n)[None, :]
+    stride = max(1, window // 2)
+    starts = np.arange(0, n - window + 1, stride)
+    return starts[:, None] + np.arange(window)[None, :]
+
+
+def pool(sequences: list[np.ndarray], method: str, C: float = 1.0, epsilon: float = 0.1,
+         reverse: bool = False) -> list[np.ndarray]:
+    """Pool each sequence (T x ...) into one float image with ``method``."""
+    if method == "approximate":
+        return [dynamic_image(s[::-1] if reverse else s) for s in sequences]
+    if method == "rank_svm":
+        return [rank_svm_image(s, C, epsilon, reverse) for s in sequences]
+    raise ValueError(f"unknown dynamic image method {method!r}")
+
+
+def video_sequences(source: str, params: dict, faces_group, segments_group, flow_group,
+                    bound: float | None = None):
+    """The sequences to pool for one video: per segment, or windows over the whole video.
+
+    Flows are the stored float16 ``flow`` when present, else the flow images dequantised
+    with ``bound``.
+    """
+    if source == "rgb":
+        frames = faces_group["frames"][()]
+        if params["window"]:
+            return [frames[w] for w in windows(len(frames), params["window"])]
+        return [frames[s] for s in segments_group["segment_index"][()]]
+    if "flow" in flow_group:
+        flows = flow_group["flow"][()].astype(np.float32)
+    else:
+        flows = dequantise(flow_group["images"][()], bound)
+    pairs = flow_group["pairs"][()]
+    if params["window"]:
+        n = int(pairs.max()) + 1
+        consecutive = [np.flatnonzero((pairs[:, 0] == t) & (pairs[:, 1] == t + 1)) for t in range(n - 1)]
+        if any(len(c) == 0 for c in consecutive):
+            raise ValueError("windows over flows need every consecutive pair: set flow.consecutive")
+        order = np.array([c[0] for c in consecutive])
+        return [flows[order[w]] for w in windows(len(order), params["window"])]
+    return [flows[p] for p in flow_group["segment_pairs"][()]]
+
+
+def process_shard(source: str, faces_path: str, segments_path: str, flow_path: str | None,
+                  out_path: str, params: dict, provenance: dict) -> None:
+    """Dynamic images (uint8) of every video in a shard, forward in ``images`` and, for
+    rank_svm, reversed in ``images_reverse``."""
+    from vfer.io import create_h5, open_h5, write_array
+    from vfer.runtime import progress
+
+    if source not in SOURCES:
+        raise ValueError(f"unknown dynamic image source {source!r}")
+    handles = [open_h5(faces_path, "faces"), open_h5(segments_path, "segments")]
+    if source == "flow":
+        handles.append(open_h5(flow_path, "flow"))
+    try:
+        faces, segs = handles[0], handles[1]
+        flow = handles[2] if source == "flow" else None
+        with create_h5(out_path, "dynamic", {"method": params["method"], "input": source,
+                                             "params": params, **provenance}) as dst:
+            for video_id in progress(list(segs), f"dynamic {source}"):
+                seqs = video_sequences(source, params, faces[video_id], segs[video_id],
+                                       None if flow is None else flow[video_id],
+                                       None if flow is None else float(flow.attrs["bound"]))
+                g = dst.create_group(video_id)
+                directions = [False, True] if params["method"] == "rank_svm" else [False]
+                for reverse in directions:
+                    pooled = pool(seqs, params["method"], params["C"], params["epsilon"], reverse)
+                    if source == "flow":
+                        pooled = [flow_to_3ch(p) for p in pooled]
+                    name = "images_reverse" if reverse else "images"
+                    write_array(g, name, np.stack([to_uint8(p) for p in pooled]))
+    finally:
+        for h in handles:
+            h.close()
