@@ -32,3 +32,4 @@ rule all:
         "results/summary.md",
         "results/summary.csv",
         expand("results/experiments/{experiment}/metrics.json", experiment=EXPERIMENTS),
+        shard_files("results/preview/{shard}.png"),

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from vfer.io import atomic_path, create_h5, write_array
+from vfer.io import atomic_path, create_h5, write_array, write_png
 from vfer.runtime import progress
 from vfer.video import FrameSource, VideoError, resample
 
@@ -501,14 +501,6 @@ def contact_sheet(rows: list[tuple], tile: int = 64, per_row: int = 8) -> np.nda
     return sheet
 
 
-def write_png(path: str, rgb: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"cannot encode {path}")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data.tobytes())
-
-
 def process_shard(videos: list[tuple[str, str]], out_path: str, failures_path: str,
                   sheet_path: str, params: dict, provenance: dict) -> list[dict]:
     """Track faces in each (video_id, path); write one HDF5 group per video, the failures
@@ -535,7 +527,7 @@ def process_shard(videos: list[tuple[str, str]], out_path: str, failures_path: s
                     sheet_rows.append((video_id, str(exc)))
                     continue
                 g = f.create_group(video_id)
-                write_array(g, "frames", track.crops)
+                write_array(g, "frames", track.crops, compression=None)
                 write_array(g, "boxes", track.boxes)
                 write_array(g, "scores", track.scores)
                 write_array(g, "eyes", track.eyes)

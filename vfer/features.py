@@ -5,7 +5,8 @@ form each segment:
 
 * ``frames``  faces ``/<video>/frames`` grouped by segments ``/<video>/segment_index``
 * ``flow``    flow ``/<video>/images`` grouped by ``/<video>/segment_pairs``
-* ``dynamic`` dynamic ``/<video>/images``, one image per segment
+* ``dynamic_rgb`` / ``dynamic_flow``: dynamic ``/<video>/images``, one image per segment (or
+  window)
 
 A segment's feature is the mean of its images' features (the seeds' average pooling).
 """
@@ -26,7 +27,8 @@ from vfer.models import MEAN, STD
 
 log = logging.getLogger(__name__)
 
-STAGE_OF_INPUT = {"frames": "faces", "flow": "flow", "dynamic": "dynamic"}
+STAGE_OF_INPUT = {"frames": "faces", "flow": "flow", "dynamic_rgb": "dynamic",
+                  "dynamic_flow": "dynamic"}
 
 
 @dataclass
@@ -46,7 +48,7 @@ def load_stream(kind: str, shards: Iterable[tuple[str, ...]], size: int,
     """Read every video of the given shard files for one stream input kind.
 
     ``shards`` holds one tuple per shard: (faces, segments) for ``frames``, (flow,) for
-    ``flow`` and (dynamic,) for ``dynamic``. Only images used by a segment are kept.
+    ``flow`` and (dynamic,) for the dynamic inputs. Only images used by a segment are kept.
     """
     out: dict[str, StreamVideo] = {}
     for files in shards:
@@ -65,7 +67,7 @@ def load_stream(kind: str, shards: Iterable[tuple[str, ...]], size: int,
                 elif kind == "flow":
                     images = handles[0][vid]["images"][()]
                     groups = handles[0][vid]["segment_pairs"][()]
-                elif kind == "dynamic":
+                elif kind in ("dynamic_rgb", "dynamic_flow"):
                     images = handles[0][vid]["images"][()]
                     groups = np.arange(len(images))[:, None]
                 else:
@@ -75,6 +77,14 @@ def load_stream(kind: str, shards: Iterable[tuple[str, ...]], size: int,
             for h in handles:
                 h.close()
     return out
+
+
+def shard_tuples(kind: str, inputs) -> list[tuple[str, ...]]:
+    """Per-shard file tuples for ``load_stream`` from named input lists (faces, segments,
+    flow or dynamic), e.g. a rule's ``snakemake.input``."""
+    if kind == "frames":
+        return list(zip(inputs.get("faces"), inputs.get("segments")))
+    return [(p,) for p in inputs.get("flow" if kind == "flow" else "dynamic")]
 
 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -9,6 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from vfer.io import open_h5  # noqa: E402
+
 
 def confusion_figure(percent: np.ndarray, classes: list[str], title: str, path: str) -> None:
     """Save a row-normalised confusion matrix (percent, annotated) as PNG."""
@@ -58,3 +60,66 @@ def summary_markdown(table: pd.DataFrame, failures: pd.DataFrame | None = None,
                   "| video_id | stage | reason |", "|---|---|---|"]
         lines += [f"| {r.video_id} | {r.stage} | {r.reason} |" for r in failures.itertuples()]
     return "\n".join(lines) + "\n"
+
+
+def _tile(image: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape[:2]
+    s = size / max(h, w)
+    small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))),
+                       interpolation=cv2.INTER_AREA)
+    out = np.full((size, size, 3), 255, np.uint8)
+    out[:small.shape[0], :small.shape[1]] = small
+    return out
+
+
+def motion_preview(faces_path: str, segments_path: str, flow_path: str | None,
+                   dynamic_paths: dict[str, str], videos: int = 3, per_kind: int = 4,
+                   tile: int = 64) -> np.ndarray:
+    """One row per video (the first ``videos`` of a shard) showing its segment with the most
+    motion (the first one without flow): frames, colour-coded flows (hue = direction,
+    brightness = magnitude, 99th percentile = full) and that segment's dynamic images."""
+    import cv2
+
+    from vfer.flow import dequantise, flow_to_hsv_rgb
+
+    rows = []
+    files = {"faces": open_h5(faces_path, "faces"), "segments": open_h5(segments_path, "segments")}
+    if flow_path:
+        files["flow"] = open_h5(flow_path, "flow")
+    files.update({k: open_h5(p, "dynamic") for k, p in dynamic_paths.items()})
+    try:
+        for vid in list(files["segments"])[:videos]:
+            segments = files["segments"][vid]["segment_index"][()]
+            chosen, tiles = 0, []
+            if "flow" in files:
+                g = files["flow"][vid]
+                images, seg_pairs = g["images"][()], g["segment_pairs"][()]
+                chosen = int(np.argmax(images[..., 2][seg_pairs].mean(axis=(1, 2, 3))))
+                picks = seg_pairs[chosen][np.linspace(0, seg_pairs.shape[1] - 1, per_kind).round().astype(int)]
+                flows = g["flow"][()][picks].astype(np.float32) if "flow" in g else \
+                    dequantise(images[picks], float(files["flow"].attrs["bound"]))
+                top = max(float(np.percentile(np.linalg.norm(flows, axis=-1), 99)), 1e-6)
+                flow_tiles = [_tile(flow_to_hsv_rgb(f, top), tile) for f in flows]
+            frames = files["faces"][vid]["frames"]
+            seg = segments[chosen]
+            tiles += [_tile(frames[i], tile) for i in seg[np.linspace(0, len(seg) - 1, per_kind).round().astype(int)]]
+            if "flow" in files:
+                tiles += flow_tiles
+            for key in dynamic_paths:
+                images = files[key][vid]["images"]
+                tiles.append(_tile(images[min(chosen, len(images) - 1)], tile))
+            row = np.concatenate(tiles, axis=1)
+            label = np.full((14, row.shape[1], 3), 255, np.uint8)
+            cv2.putText(label, f"{vid} (segment {chosen})", (2, 11), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.38, (0, 0, 0), 1, cv2.LINE_AA)
+            rows.append(np.concatenate([label, row], axis=0))
+    finally:
+        for f in files.values():
+            f.close()
+    if not rows:
+        return np.full((20, 200, 3), 255, np.uint8)
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(rows, axis=0)

@@ -54,9 +54,20 @@ FLOW_PARAMS = {
     "method": config["flow"]["method"],
     "params": config["flow"][config["flow"]["method"]],
     "bound": config["flow"]["bound"],
+    "consecutive": config["flow"]["consecutive"],
+    "store_raw": config["flow"]["store_raw"],
 }
 FLOW_KEY = method_key(config["flow"]["method"], FLOW_PARAMS)
-DYNAMIC_KEY = method_key(config["dynamic"]["method"], config["dynamic"])
+STREAM_INPUTS = {config["streams"][s]["input"] for s in STREAMS}
+USES_FLOW = bool(STREAM_INPUTS & {"flow", "dynamic_flow"})
+DYNAMIC_PARAMS = {
+    "rgb": config["dynamic"]["rgb"],
+    # Pooled flows depend on the flow method: the key includes the flow key.
+    "flow": {**config["dynamic"]["flow"], "flow_key": FLOW_KEY},
+}
+DYNAMIC_KEY = {s: method_key(p["method"], p) for s, p in DYNAMIC_PARAMS.items()}
+if "dynamic_flow" in STREAM_INPUTS and config["dynamic"]["flow"]["window"] and not config["flow"]["consecutive"]:
+    raise WorkflowError("dynamic.flow.window pools consecutive flows: set flow.consecutive: true")
 
 wildcard_constraints:
     shard=r"s\d{4}",
@@ -79,7 +90,8 @@ def stream_inputs(wildcards):
         }
     if kind == "flow":
         return {"flow": shard_files(f"results/flow/{FLOW_KEY}/{{shard}}.h5")}
-    return {"dynamic": shard_files(f"results/dynamic/{DYNAMIC_KEY}/{{shard}}.h5")}
+    source = kind.split("_")[1]
+    return {"dynamic": shard_files(f"results/dynamic/{source}/{DYNAMIC_KEY[source]}/{{shard}}.h5")}
 
 
 def gpu_jobs():

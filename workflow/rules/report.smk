@@ -20,3 +20,37 @@ rule summary:
     localrule: True
     script:
         "../scripts/summary.py"
+
+
+def preview_inputs(wildcards):
+    inputs = {
+        "faces": f"results/faces/{wildcards.shard}.h5",
+        "segments": f"results/segments/{wildcards.shard}.h5",
+    }
+    if USES_FLOW:
+        inputs["flow"] = f"results/flow/{FLOW_KEY}/{wildcards.shard}.h5"
+    for source in ("rgb", "flow"):
+        if f"dynamic_{source}" in STREAM_INPUTS:
+            inputs[f"dynamic_{source}"] = (
+                f"results/dynamic/{source}/{DYNAMIC_KEY[source]}/{wildcards.shard}.h5"
+            )
+    return inputs
+
+
+rule preview:
+    """Per shard: a few videos' first segment as frames, colour-coded flows, dynamic images."""
+    input:
+        unpack(preview_inputs),
+    output:
+        "results/preview/{shard}.png",
+    log:
+        "logs/preview/{shard}.log",
+    benchmark:
+        "benchmarks/preview/{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    localrule: True
+    script:
+        "../scripts/preview.py"

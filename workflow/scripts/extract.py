@@ -7,7 +7,7 @@ set_threads(snakemake.threads)
 stream = dict(snakemake.params.stream)
 inputs = snakemake.input
 kind = stream["input"]
-shards = list(zip(inputs.faces, inputs.segments)) if kind == "frames" else [(p,) for p in inputs[kind]]
+shards = features.shard_tuples(kind, inputs)
 features.extract_stream(
     kind,
     shards,
