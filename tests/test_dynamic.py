@@ -1,7 +1,9 @@
 from fractions import Fraction
 
 import numpy as np
+import pytest
 
+from vfer import dynamic
 from vfer.dynamic import dynamic_image, rank_pool_coefficients, to_uint8
 
 
@@ -38,3 +40,64 @@ def test_to_uint8_min_max():
     out = to_uint8(np.array([[-2.0, 0.0], [1.0, 2.0]]))
     assert out.tolist() == [[0, 128], [191, 255]]
     assert to_uint8(np.zeros((2, 2))).tolist() == [[128, 128], [128, 128]]
+
+
+def trending_sequence(T=16, shape=(6, 6, 3), seed=0):
+    rng = np.random.default_rng(seed)
+    slope = rng.normal(size=shape)
+    return np.stack([10 + slope * t + rng.normal(size=shape) for t in range(T)])
+
+
+def test_rank_svm_orders_the_smoothed_frames():
+    frames = trending_sequence()
+    u = dynamic.rank_svm_weights(frames)
+    score = dynamic.rank_features(frames) @ u
+    assert np.all(np.diff(score) > 0)
+    reverse = dynamic.rank_svm_weights(frames[::-1])
+    assert np.all(np.diff(dynamic.rank_features(frames[::-1]) @ reverse) > 0)
+
+
+def test_rank_svm_dual_solver_equals_liblinear():
+    from sklearn.svm import LinearSVR
+
+    frames = trending_sequence(seed=3)
+    v = dynamic.rank_features(frames)
+    svr = LinearSVR(C=1.0, epsilon=0.1, loss="squared_epsilon_insensitive", dual=True,
+                    fit_intercept=True, intercept_scaling=1.0, tol=1e-10, max_iter=200000)
+    svr.fit(v, np.arange(1.0, 17.0))
+    np.testing.assert_allclose(dynamic.rank_svm_weights(frames), svr.coef_, atol=1e-6)
+
+
+def test_rank_svm_image_follows_the_slope():
+    frames = trending_sequence(shape=(8, 8, 1), seed=5)
+    slope = np.diff(frames, axis=0).mean(0)
+    img = dynamic.rank_svm_image(frames)
+    assert img.shape == (8, 8, 1)
+    assert np.corrcoef(img.ravel(), slope.ravel())[0, 1] > 0.5
+
+
+def test_torch_dynamic_images_match_numpy():
+    stacks = np.random.default_rng(1).normal(size=(5, 16, 8, 8, 3))
+    expected = np.stack([dynamic_image(s) for s in stacks])
+    np.testing.assert_allclose(dynamic.dynamic_images_torch(stacks).numpy(), expected, atol=1e-3)
+
+
+def test_windows_of_half_overlap():
+    assert dynamic.windows(60, 28)[:, 0].tolist() == [0, 14, 28]
+    assert dynamic.windows(20, 28).tolist() == [list(range(20))]
+
+
+def test_ordered_flow_maps_need_consecutive_flows():
+    n = 40
+    pairs = np.stack([np.arange(n - 1), np.arange(1, n)], 1)
+    flows = np.zeros((n - 1, 4, 4, 2), np.float32)
+    flows[..., 0] = np.arange(n - 1)[:, None, None]  # x flow growing in time
+    group = {"flow": flows, "pairs": pairs, "segment_pairs": np.arange(30).reshape(2, 15)}
+    seqs = dynamic.video_sequences("flow", {"window": 28}, None, None, group)
+    assert [len(s) for s in seqs] == [28]
+    assert seqs[0][:, 0, 0, 0].tolist() == list(range(28))
+    per_segment = dynamic.video_sequences("flow", {"window": None}, None, None, group)
+    assert [len(s) for s in per_segment] == [15, 15]
+    gappy = {**group, "pairs": pairs[::2], "flow": flows[::2]}
+    with pytest.raises(ValueError, match="flow.consecutive"):
+        dynamic.video_sequences("flow", {"window": 28}, None, None, gappy)

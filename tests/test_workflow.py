@@ -26,7 +26,7 @@ CONFIG = {
     "faces": {"size": [64, 64]},
     "flow": {"bound": 2},
     "streams": {"spatial": {"input": "frames", **STREAM}, "temporal": {"input": "flow", **STREAM},
-                "dynamic": {"input": "dynamic", **STREAM}},
+                "dynamic": {"input": "dynamic_rgb", **STREAM}},
     "protocol": {"name": "losgo", "groups": 2},
     "experiments": [{"name": "spatial", "streams": ["spatial"]},
                     {"name": "temporal", "streams": ["temporal"]},
@@ -40,7 +40,10 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def planned(output: str) -> dict[str, int]:
-    """Job counts from a dry run's 'Job stats' table."""
+    """Job counts from a dry run's 'Job stats' table (empty when nothing is to be done)."""
+    if "Job stats:" not in output:
+        assert "Nothing to be done" in output, output[-2000:]
+        return {}
     stats = output.split("Job stats:")[1].split("total")[0]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
 
@@ -80,6 +83,12 @@ def test_outputs_of_every_stage(run):
         assert video["frames"].shape[1:] == (64, 64, 3)
         assert video.attrs["decoded_frames"] == video["frames"].shape[0]
     assert (run / "results/faces/s0001.contact.png").stat().st_size > 1000
+    assert (run / "results/preview/s0000.png").stat().st_size > 1000
+    flows = next((run / "results/flow").glob("farneback-*/s0000.h5"))
+    with h5py.File(flows) as f:
+        video = next(iter(f.values()))
+        assert video["images"].dtype == "uint8" and "flow" not in video
+        assert len(video["pairs"]) == video["images"].shape[0]
 
 
 def test_features_come_from_models_trained_without_the_test_subjects(run):
@@ -94,8 +103,8 @@ def test_features_come_from_models_trained_without_the_test_subjects(run):
 
 
 def test_every_rule_writes_a_log_and_a_benchmark(run):
-    for rule in ("faces", "segments", "flow", "dynamic", "folds", "train", "extract", "evaluate",
-                 "summary"):
+    for rule in ("faces", "segments", "flow", "dynamic_rgb", "folds", "train", "extract",
+                 "evaluate", "preview", "summary"):
         assert list((run / "logs" / rule).rglob("*.log")), rule
         assert list((run / "benchmarks" / rule).rglob("*.tsv")), rule
 
@@ -119,3 +128,23 @@ def test_changing_a_flow_parameter_reruns_flow_and_downstream_only(run):
     finally:
         write_config(run, CONFIG)
     assert "Nothing to be done" in snakemake(run, "-n").stdout
+
+
+def test_switching_flow_methods_back_and_forth_finds_the_cache(run):
+    horn = json.loads(json.dumps(CONFIG))
+    horn["flow"]["method"] = "horn_schunck"
+    write_config(run, horn)
+    try:
+        assert planned(snakemake(run, "-n").stdout)["flow"] == 2
+        result = snakemake(run, "--until", "flow")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert len(list((run / "results/flow").glob("horn_schunck-*/s000*.h5"))) == 2
+    finally:
+        write_config(run, CONFIG)
+    back = planned(snakemake(run, "-n").stdout)  # farneback again: its flows are still there
+    assert "flow" not in back and "faces" not in back
+    write_config(run, horn)
+    try:
+        assert "flow" not in planned(snakemake(run, "-n").stdout)
+    finally:
+        write_config(run, CONFIG)
