@@ -328,7 +328,7 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
     one is written.
     """
     from vfer.io import create_h5, open_h5, write_array
-    from vfer.runtime import progress
+    from vfer.runtime import progress, set_threads
 
     backend = resolve_backend(params.get("backend", "numpy")) if name == "horn_schunck" else None
     with open_h5(faces_path, "faces") as faces, open_h5(segments_path, "segments") as segs, \
@@ -339,6 +339,7 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
             ThreadPoolExecutor(1) as prefetch:
 
         def compute(video_id):
+            set_threads(threads, opencv=1)  # OpenMP (torch) thread settings are per thread
             segments = segs[video_id]["segment_index"][()]
             pairs, index = segment_pairs(segments)
             gray = to_gray(faces[video_id]["frames"][()])

@@ -24,11 +24,12 @@ def setup_logging(log_path: str | os.PathLike) -> logging.Logger:
     return logging.getLogger("vfer")
 
 
-def set_threads(n: int) -> None:
-    """Limit OpenCV and torch to ``n`` threads (a job's ``threads``)."""
+def set_threads(n: int, opencv: int | None = None) -> None:
+    """Limit torch to ``n`` threads (a job's ``threads``) and OpenCV to ``opencv`` (default n;
+    1 where the job spreads OpenCV calls over its own n threads)."""
     import cv2
 
-    cv2.setNumThreads(n)
+    cv2.setNumThreads(n if opencv is None else opencv)
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency

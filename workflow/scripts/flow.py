@@ -3,7 +3,7 @@ from vfer import flow
 from vfer.runtime import provenance, set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
-set_threads(snakemake.threads)
+set_threads(snakemake.threads, opencv=1)  # frame pairs are spread over the job's threads
 params = dict(snakemake.params.flow)
 flow.process_shard(
     snakemake.input.faces,
