@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -18,7 +19,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.workflow
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 STREAM = {"backbone": "small_cnn", "size": 24, "finetune": "per_fold", "steps": 15,
-          "batch_size": 16, "lr": 0.003}
+          "batch_size": 16, "lr": 0.003, "eval_every": 5}
 CONFIG = {
     "samples": "data/samples.tsv",
     "classes": ["happiness", "surprise"],
@@ -26,11 +27,14 @@ CONFIG = {
     "faces": {"size": [64, 64]},
     "flow": {"bound": 2},
     "streams": {"spatial": {"input": "frames", **STREAM}, "temporal": {"input": "flow", **STREAM},
-                "dynamic": {"input": "dynamic_rgb", **STREAM}},
+                "dynamic": {"input": "dynamic_rgb", **STREAM},
+                "landmarks": {"input": "landmarks", "backbone": "landmarks", "finetune": "none"},
+                "handcrafted": {"input": "frames", "backbone": "hog", "finetune": "none"}},
     "protocol": {"name": "losgo", "groups": 2},
     "experiments": [{"name": "spatial", "streams": ["spatial"]},
                     {"name": "temporal", "streams": ["temporal"]},
-                    {"name": "fused", "streams": ["spatial", "temporal", "dynamic"]}],
+                    {"name": "fused", "streams": ["spatial", "temporal", "dynamic", "landmarks",
+                                                  "handcrafted"]}],
 }
 
 
@@ -93,13 +97,24 @@ def test_outputs_of_every_stage(run):
 
 def test_features_come_from_models_trained_without_the_test_subjects(run):
     folds = pd.read_csv(run / "results/folds.tsv", sep="\t", dtype=str)
+    checked = 0
     for path in (run / "results/features").glob("*/fold*.h5"):
         with h5py.File(path) as f:
             fold = int(f.attrs["fold"])
+            assert path.stem == f"fold{fold}"
+            tested = folds[folds["fold"] == str(fold)]
             trained_on = set(json.loads(f.attrs["train_subjects"]))
-            tested_on = set(folds.loc[folds["fold"] == str(fold), "subject"])
-            assert trained_on and tested_on and not trained_on & tested_on, path
-            assert f.attrs["stage"] == "features" and len(f.attrs["weights_sha256"]) == 64
+            assert trained_on and not trained_on & set(tested["subject"]), path
+            info = json.loads((run / f.attrs["model_info"]).read_text())
+            seen = set(info["train_videos"]) | set(info["validation_videos"])
+            assert seen and not seen & set(tested["video_id"]), path
+            assert f.attrs["weights_sha256"] == hashlib.sha256(
+                (run / f"results/models/{path.parent.name}/{path.stem}.pt").read_bytes()).hexdigest()
+            checked += 1
+    assert checked == 3 * 2  # three fine-tuned streams, two folds
+    for name in ("landmarks", "handcrafted"):  # not trained: one extraction for every fold
+        with h5py.File(run / f"results/features/{name}/all.h5") as f:
+            assert f.attrs["fold"] == "all" and json.loads(f.attrs["train_subjects"]) == []
 
 
 def test_every_rule_writes_a_log_and_a_benchmark(run):
@@ -124,6 +139,7 @@ def test_changing_a_flow_parameter_reruns_flow_and_downstream_only(run):
         jobs = planned(result.stdout)
         assert jobs["flow"] == 2 and jobs["train"] == 2 and jobs["extract"] == 2
         assert jobs["evaluate"] == 2  # temporal and fused; spatial does not use flow
+        assert "preview" in jobs  # it shows flows
         assert "faces" not in jobs and "segments" not in jobs and "dynamic" not in jobs
     finally:
         write_config(run, CONFIG)

@@ -4,8 +4,10 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
+from vfer.features import DESCRIPTORS
 from vfer.folds import assign_folds
 from vfer.io import sha256_of
+from vfer.models import SPECS
 from vfer.samples import SamplesError, load_samples
 
 try:
@@ -40,9 +42,42 @@ except ValueError as exc:
 EXPERIMENTS = [e["name"] for e in config["experiments"]]
 EXPERIMENT = {e["name"]: e for e in config["experiments"]}
 STREAMS = sorted({s for e in config["experiments"] for s in e["streams"]})
-for _s in STREAMS:
-    if _s not in config["streams"]:
-        raise WorkflowError(f"experiment stream {_s!r} is not defined under 'streams'")
+
+
+def resolve_stream(name):
+    """A stream's config, checked and completed (input size, seed)."""
+    if name not in config["streams"]:
+        raise WorkflowError(f"experiment stream {name!r} is not defined under 'streams'")
+    s = dict(config["streams"][name])
+    backbone, kind = s["backbone"], s["input"]
+    if backbone in DESCRIPTORS:
+        needs = "landmarks" if backbone == "landmarks" else "frames"
+        if kind != needs or s["finetune"] != "none":
+            raise WorkflowError(
+                f"stream {name!r}: backbone {backbone} needs input: {needs} and finetune: none"
+            )
+    elif kind == "landmarks":
+        raise WorkflowError(f"stream {name!r}: input landmarks needs backbone: landmarks")
+    else:
+        spec = SPECS[backbone]
+        if s["layer"] is not None and s["layer"] not in spec.layers:
+            raise WorkflowError(
+                f"stream {name!r}: {backbone} has layers {sorted(spec.layers)}, not {s['layer']!r}"
+            )
+        if s["weights"] and not os.path.isfile(s["weights"]):
+            raise WorkflowError(f"stream {name!r}: weights file not found: {s['weights']}")
+    s["size"] = s["size"] or (SPECS[backbone].input_size if backbone in SPECS else 64)
+    s["seed"] = config["seed"]
+    return s
+
+
+STREAM = {s: resolve_stream(s) for s in STREAMS}
+
+
+def feature_file(stream, fold):
+    """The features a fold's evaluation uses: the fold's model, or the one extraction."""
+    part = f"fold{fold}" if STREAM[stream]["finetune"] == "per_fold" else "all"
+    return f"results/features/{stream}/{part}.h5"
 
 
 def method_key(method, params):
@@ -58,7 +93,7 @@ FLOW_PARAMS = {
     "store_raw": config["flow"]["store_raw"],
 }
 FLOW_KEY = method_key(config["flow"]["method"], FLOW_PARAMS)
-STREAM_INPUTS = {config["streams"][s]["input"] for s in STREAMS}
+STREAM_INPUTS = {STREAM[s]["input"] for s in STREAMS}
 USES_FLOW = bool(STREAM_INPUTS & {"flow", "dynamic_flow"})
 DYNAMIC_PARAMS = {
     "rgb": config["dynamic"]["rgb"],
@@ -72,6 +107,7 @@ if "dynamic_flow" in STREAM_INPUTS and config["dynamic"]["flow"]["window"] and n
 wildcard_constraints:
     shard=r"s\d{4}",
     fold=r"\d+",
+    part=r"fold\d+|all",
     stream=r"[A-Za-z0-9_]+",
     experiment=r"[A-Za-z0-9_-]+",
 
@@ -82,8 +118,8 @@ def shard_files(pattern):
 
 def stream_inputs(wildcards):
     """The stage files a stream reads, as named input lists."""
-    kind = config["streams"][wildcards.stream]["input"]
-    if kind == "frames":
+    kind = STREAM[wildcards.stream]["input"]
+    if kind in ("frames", "landmarks"):
         return {
             "faces": shard_files("results/faces/{shard}.h5"),
             "segments": shard_files("results/segments/{shard}.h5"),
@@ -94,5 +130,7 @@ def stream_inputs(wildcards):
     return {"dynamic": shard_files(f"results/dynamic/{source}/{DYNAMIC_KEY[source]}/{{shard}}.h5")}
 
 
-def gpu_jobs():
-    return 0 if config["device"] == "cpu" else 1
+def gpu_jobs(wildcards):
+    """1 for CNN streams unless the config says device: cpu (the profiles cap gpu jobs)."""
+    cnn = STREAM[wildcards.stream]["backbone"] not in DESCRIPTORS
+    return int(cnn and config["device"] != "cpu")

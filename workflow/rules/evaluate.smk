@@ -2,10 +2,8 @@ rule evaluate:
     """Fuse an experiment's streams and evaluate an SVM over the subject-independent folds."""
     input:
         folds="results/folds.tsv",
-        features=lambda wc: expand(
-            "results/features/{stream}/fold{fold}.h5",
-            stream=EXPERIMENT[wc.experiment]["streams"],
-            fold=FOLDS,
+        features=lambda wc: sorted(
+            {feature_file(s, f) for s in EXPERIMENT[wc.experiment]["streams"] for f in FOLDS}
         ),
     output:
         metrics="results/experiments/{experiment}/metrics.json",
@@ -13,7 +11,10 @@ rule evaluate:
         confusion="results/experiments/{experiment}/confusion.png",
     params:
         experiment=lambda wc: EXPERIMENT[wc.experiment],
-        folds=FOLDS,
+        files=lambda wc: {
+            s: {int(f): feature_file(s, f) for f in FOLDS}
+            for s in EXPERIMENT[wc.experiment]["streams"]
+        },
         classes=config["classes"],
         classifier=config["classifier"],
         seed=config["seed"],

@@ -3,13 +3,13 @@ rule train:
     input:
         unpack(stream_inputs),
         folds="results/folds.tsv",
+        weights=lambda wc: STREAM[wc.stream]["weights"] or [],
     output:
         model="results/models/{stream}/fold{fold}.pt",
         info="results/models/{stream}/fold{fold}.json",
     params:
-        stream=lambda wc: config["streams"][wc.stream],
+        stream=lambda wc: STREAM[wc.stream],
         classes=config["classes"],
-        seed=config["seed"],
         device=config["device"],
     log:
         "logs/train/{stream}/fold{fold}.log",
@@ -19,31 +19,44 @@ rule train:
     resources:
         mem_mb=4000,
         runtime=240,
-        gpu=gpu_jobs(),
+        gpu=gpu_jobs,
     script:
         "../scripts/train.py"
 
 
+def extract_inputs(wildcards):
+    inputs = stream_inputs(wildcards)
+    stream = STREAM[wildcards.stream]
+    if (wildcards.part == "all") != (stream["finetune"] == "none"):
+        raise WorkflowError(f"stream {wildcards.stream} has no features part {wildcards.part}")
+    if wildcards.part != "all":
+        fold = wildcards.part[len("fold") :]
+        inputs["model"] = f"results/models/{wildcards.stream}/fold{fold}.pt"
+        inputs["info"] = f"results/models/{wildcards.stream}/fold{fold}.json"
+    elif stream.get("weights"):
+        inputs["weights"] = stream["weights"]
+    return inputs
+
+
 rule extract:
-    """Segment features of every video with one fold's model, to HDF5."""
+    """Segment features of every video: with one fold's model (fold<k>), or once (all) for
+    streams that are not fine-tuned."""
     input:
-        unpack(stream_inputs),
-        model="results/models/{stream}/fold{fold}.pt",
-        info="results/models/{stream}/fold{fold}.json",
+        unpack(extract_inputs),
     output:
-        ensure("results/features/{stream}/fold{fold}.h5", non_empty=True),
+        ensure("results/features/{stream}/{part}.h5", non_empty=True),
     params:
-        stream=lambda wc: config["streams"][wc.stream],
+        stream=lambda wc: STREAM[wc.stream],
         classes=config["classes"],
         device=config["device"],
     log:
-        "logs/extract/{stream}/fold{fold}.log",
+        "logs/extract/{stream}/{part}.log",
     benchmark:
-        "benchmarks/extract/{stream}/fold{fold}.tsv"
+        "benchmarks/extract/{stream}/{part}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
-        gpu=gpu_jobs(),
+        gpu=gpu_jobs,
     script:
         "../scripts/extract.py"

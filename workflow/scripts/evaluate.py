@@ -9,13 +9,9 @@ from vfer.runtime import setup_logging
 setup_logging(snakemake.log[0])
 experiment = snakemake.params.experiment
 classifier = snakemake.params.classifier
-files = {
-    s: {f: f"results/features/{s}/fold{f}.h5" for f in snakemake.params.folds}
-    for s in experiment["streams"]
-}
 result, predictions = evaluate.run(
     read_folds(snakemake.input.folds),
-    files,
+    {s: {int(f): p for f, p in per_fold.items()} for s, per_fold in snakemake.params.files.items()},
     list(snakemake.params.classes),
     experiment.get("fusion", "concat"),
     classifier["kernel"],
