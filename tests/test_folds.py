@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from vfer.folds import assign_folds, subject_groups, train_test
+from vfer.folds import assign_folds, subject_groups, evaluation_folds, train_test
 
 
 def table(n_subjects=7, per_subject=3):
@@ -33,3 +33,18 @@ def test_leave_one_subject_out_and_errors():
     assert folds.groupby("fold")["subject"].nunique().tolist() == [1, 1, 1, 1]
     with pytest.raises(ValueError, match="3 subjects cannot form 5 subject groups"):
         assign_folds(table(3), "losgo", groups=5)
+
+
+def test_kfold_balances_videos_and_split_uses_the_column():
+    rows = [{"video_id": f"v{i}", "subject": s, "label": "anger"}
+            for i, s in enumerate(["a"] * 5 + ["b"] * 3 + ["c"] * 2 + ["d"] * 2)]
+    folds = assign_folds(pd.DataFrame(rows), "kfold", folds=2)
+    assert folds.groupby("fold").size().tolist() == [7, 5]  # 5+2 and 3+2: no split gives 6+6
+    assert folds.groupby("subject")["fold"].nunique().max() == 1
+    table = pd.DataFrame({"video_id": list("abcd"), "subject": list("wxyz"), "label": ["anger"] * 4,
+                          "split": ["train", "val", "test", "train"]})
+    split = assign_folds(table, "split")
+    assert split["fold"].tolist() == [-1, -1, 0, -1]
+    assert evaluation_folds(split) == [0]
+    with pytest.raises(ValueError, match="values must be train, val or test"):
+        assign_folds(table.assign(split=["train", "dev", "test", "train"]), "split")
