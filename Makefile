@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO := data/demo/samples.tsv
 CORES ?= all
 
-.PHONY: all install demo test clean
+.PHONY: all install demo report-screenshot test clean
 all: demo
 
 install: $(STAMP)
@@ -25,11 +25,25 @@ $(DEMO): vfer/demo.py | $(STAMP)
 
 demo: $(STAMP) $(DEMO)
 	$(BIN)/snakemake --cores $(CORES)
+	@$(MAKE) --no-print-directory results/report.html
 	@echo
 	@cat results/summary.md
+	@echo
+	@echo "Report: $(CURDIR)/results/report.html"
+
+results/report.html: results/summary.md
+	$(BIN)/snakemake --report $@
+
+# A PNG of the report's first page (summary table and confusion matrix), by headless Chromium.
+report-screenshot: results/report.html
+	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	  --disable-background-networking --disable-component-update --disable-sync \
+	  --user-data-dir=$(CURDIR)/.chromium --window-size=1400,1100 --virtual-time-budget=15000 \
+	  --screenshot=$(CURDIR)/results/report.png file://$(CURDIR)/results/report.html
+	@echo "Screenshot: $(CURDIR)/results/report.png"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf results logs benchmarks/*/ .snakemake
+	rm -rf results logs benchmarks/*/ .snakemake .chromium

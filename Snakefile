@@ -12,6 +12,9 @@ configfile: "config/config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/faces.smk"
 include: "workflow/rules/segments.smk"
@@ -31,5 +34,6 @@ rule all:
     input:
         "results/summary.md",
         "results/summary.csv",
+        "results/summary.html",
         expand("results/experiments/{experiment}/metrics.json", experiment=EXPERIMENTS),
         shard_files("results/preview/{shard}.png"),

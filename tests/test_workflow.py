@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,40 @@ def test_switching_flow_methods_back_and_forth_finds_the_cache(run):
         assert "flow" not in planned(snakemake(run, "-n").stdout)
     finally:
         write_config(run, CONFIG)
+
+
+def test_rerunning_the_evaluation_gives_identical_metrics(run):
+    before = {p: p.read_bytes() for p in (run / "results/experiments").glob("*/metrics.json")}
+    result = snakemake(run, "--forcerun", "evaluate", "--until", "evaluate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = {p: p.read_bytes() for p in before}
+    assert len(before) == 3 and before == after
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_shows_the_summary_table_and_a_confusion_matrix(run, tmp_path):
+    result = snakemake(run, "--report", "results/report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (run / "results/report.html").read_text()
+    assert "vfer-summary-table" in html and "Confusion matrices" in html
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium where it can)")
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1100",
+             "--virtual-time-budget=15000"]
+    url = (run / "results/report.html").as_uri()
+    dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True,
+                         timeout=120).stdout
+    # Rendered by the report's JavaScript (in the file itself these are inside a JSON string).
+    assert 'id="vfer-summary-table"' in dom and 'id="vfer-confusion"' in dom
+    assert dom.count("<tr>") >= 1 + 3  # header + the three experiments
+    shot = tmp_path / "report.png"
+    subprocess.run(flags + [f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    import cv2
+
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (1100, 1400)
+    assert image.std() > 20  # not a blank page

@@ -32,11 +32,35 @@ def confusion_figure(percent: np.ndarray, classes: list[str], title: str, path: 
     plt.close(fig)
 
 
+def fold_figure(folds: list[dict], title: str, path) -> None:
+    """Save a bar chart of accuracy and UAR per test fold, with their means."""
+    names = [str(f["fold"]) for f in folds]
+    acc = 100 * np.array([f["accuracy"] for f in folds])
+    uar = 100 * np.array([f["uar"] for f in folds])
+    x = np.arange(len(folds))
+    fig, ax = plt.subplots(figsize=(1.5 + 0.5 * len(folds), 3.2), dpi=120)
+    ax.bar(x - 0.2, acc, 0.4, label=f"accuracy (mean {acc.mean():.1f})", color="#3b6ea5")
+    ax.bar(x + 0.2, uar, 0.4, label=f"UAR (mean {uar.mean():.1f})", color="#9ab8d8")
+    ax.axhline(acc.mean(), color="#3b6ea5", lw=1, ls="--")
+    ax.set_xticks(x, names)
+    ax.set_xlabel("test fold")
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 105)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
 def summary_table(results: dict[str, dict]) -> pd.DataFrame:
     """One row per experiment: streams, fusion, folds and mean +- std of each metric (%)."""
     rows = []
     for name, r in results.items():
-        row = {"experiment": name, "streams": "+".join(r["streams"]), "fusion": r["fusion"],
+        fusion = r["settings"]["fusion"]
+        if fusion == "scores":
+            fusion = f"scores ({r['settings']['weights']})"
+        row = {"experiment": name, "streams": "+".join(r["streams"]), "fusion": fusion,
                "folds": len(r["folds"])}
         for k in ("accuracy", "uar", "macro_f1"):
             row[f"{k}_mean"] = 100.0 * r["mean"][k]["mean"]
@@ -60,6 +84,49 @@ def summary_markdown(table: pd.DataFrame, failures: pd.DataFrame | None = None,
                   "| video_id | stage | reason |", "|---|---|---|"]
         lines += [f"| {r.video_id} | {r.stage} | {r.reason} |" for r in failures.itertuples()]
     return "\n".join(lines) + "\n"
+
+
+def summary_html(table: pd.DataFrame, confusion_png: bytes, confusion_of: str,
+                 failures: pd.DataFrame, title: str = "vfer results") -> str:
+    """A self-contained HTML page: the summary table, one confusion matrix (embedded PNG) and
+    the failed videos. The report shows it on its first page."""
+    import base64
+    import html
+
+    def cell(v):
+        return f"<td>{html.escape(str(v))}</td>"
+
+    rows = []
+    for r in table.itertuples():
+        name = (f"<td><b>{html.escape(r.experiment)}</b><br><small>{html.escape(r.streams)}"
+                f" &middot; {html.escape(r.fusion)}</small></td>")
+        rows.append("<tr>" + name + "".join(cell(v) for v in (
+            f"{r.accuracy_mean:.1f} ± {r.accuracy_std:.1f}", f"{r.uar_mean:.1f} ± {r.uar_std:.1f}",
+            f"{r.macro_f1_mean:.1f} ± {r.macro_f1_std:.1f}")) + "</tr>")
+    failed = "<p>No video failed.</p>"
+    if len(failures):
+        failed = ("<table><tr><th>video</th><th>stage</th><th>reason</th></tr>" + "".join(
+            "<tr>" + cell(f.video_id) + cell(f.stage) + cell(f.reason) + "</tr>"
+            for f in failures.itertuples()) + "</table>")
+    image = base64.b64encode(confusion_png).decode()
+    return f"""<div class="vfer-summary">
+<style>.vfer-summary table {{border-collapse: collapse; font-size: 12px; margin: 0}}
+.vfer-summary td, .vfer-summary th {{border: 1px solid #999; padding: 2px 6px; text-align: left;
+ white-space: nowrap}}</style>
+<h2>{html.escape(title)}</h2>
+<p>Mean &plusmn; standard deviation over {int(table["folds"].max())} subject-independent test
+folds, in percent.</p>
+<table id="vfer-summary-table"><tr><th>experiment (streams &middot; fusion)</th>
+<th>accuracy</th><th>UAR</th><th>macro F1</th></tr>
+{"".join(rows)}
+</table>
+<h3>Confusion matrix: {html.escape(confusion_of)}</h3>
+<img id="vfer-confusion" alt="confusion matrix of {html.escape(confusion_of)}" style="max-width: 480px"
+ src="data:image/png;base64,{image}"/>
+<h3>Failed videos</h3>
+{failed}
+</div>
+"""
 
 
 def _tile(image: np.ndarray, size: int) -> np.ndarray:

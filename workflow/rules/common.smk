@@ -5,7 +5,7 @@ import os
 from snakemake.exceptions import WorkflowError
 
 from vfer.features import DESCRIPTORS
-from vfer.folds import assign_folds
+from vfer.folds import assign_folds, evaluation_folds
 from vfer.io import sha256_of
 from vfer.models import SPECS
 from vfer.samples import SamplesError, load_samples
@@ -28,13 +28,14 @@ SHARDS = {
 }
 
 try:
-    FOLDS = sorted(
+    FOLDS = evaluation_folds(
         assign_folds(
             SAMPLES,
             config["protocol"]["name"],
             config["protocol"]["groups"],
             config["seed"],
-        )["fold"].unique()
+            config["protocol"]["folds"],
+        )
     )
 except ValueError as exc:
     raise WorkflowError(f"protocol: {exc}") from None

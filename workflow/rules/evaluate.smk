@@ -1,5 +1,6 @@
 rule evaluate:
-    """Fuse an experiment's streams and evaluate an SVM over the subject-independent folds."""
+    """Fuse an experiment's streams and evaluate an SVM over the subject-independent folds;
+    everything (scaling, projection, C, fusion weights) is fitted on training subjects only."""
     input:
         folds="results/folds.tsv",
         features=lambda wc: sorted(
@@ -8,7 +9,20 @@ rule evaluate:
     output:
         metrics="results/experiments/{experiment}/metrics.json",
         predictions="results/experiments/{experiment}/predictions.tsv",
-        confusion="results/experiments/{experiment}/confusion.png",
+        confusion=report(
+            "results/experiments/{experiment}/confusion.png",
+            caption="../report/confusion.rst",
+            category="Results",
+            subcategory="Confusion matrices",
+            labels={"experiment": "{experiment}"},
+        ),
+        folds=report(
+            "results/experiments/{experiment}/folds.png",
+            caption="../report/folds.rst",
+            category="Results",
+            subcategory="Per-fold accuracy",
+            labels={"experiment": "{experiment}"},
+        ),
     params:
         experiment=lambda wc: EXPERIMENT[wc.experiment],
         files=lambda wc: {
@@ -17,6 +31,7 @@ rule evaluate:
         },
         classes=config["classes"],
         classifier=config["classifier"],
+        aggregate=config["aggregate"],
         seed=config["seed"],
     log:
         "logs/evaluate/{experiment}.log",

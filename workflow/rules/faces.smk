@@ -5,7 +5,12 @@ rule faces:
     output:
         h5=ensure("results/faces/{shard}.h5", non_empty=True),
         failures="results/faces/{shard}.failures.tsv",
-        sheet="results/faces/{shard}.contact.png",
+        sheet=report(
+            "results/faces/{shard}.contact.png",
+            caption="../report/contact.rst",
+            category="Faces",
+            labels={"shard": "{shard}"},
+        ),
     params:
         videos=lambda wc: SHARDS[wc.shard],
         faces=config["faces"],

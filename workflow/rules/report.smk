@@ -1,12 +1,26 @@
 rule summary:
-    """One row per experiment (mean +- std over folds) and the table of failed videos."""
+    """One row per experiment (mean +- std over folds), a page for the report, failed videos."""
     input:
         metrics=expand("results/experiments/{experiment}/metrics.json", experiment=EXPERIMENTS),
+        confusion=expand(
+            "results/experiments/{experiment}/confusion.png", experiment=EXPERIMENTS
+        ),
         failures=shard_files("results/faces/{shard}.failures.tsv"),
     output:
         markdown="results/summary.md",
         csv="results/summary.csv",
-        failures="results/failures.tsv",
+        html=report(
+            "results/summary.html",
+            caption="../report/summary.rst",
+            category="Results",
+            labels={"table": "summary"},
+        ),
+        failures=report(
+            "results/failures.tsv",
+            caption="../report/failures.rst",
+            category="Results",
+            labels={"table": "failed videos"},
+        ),
     params:
         experiments=EXPERIMENTS,
     log:
@@ -42,7 +56,12 @@ rule preview:
     input:
         unpack(preview_inputs),
     output:
-        "results/preview/{shard}.png",
+        report(
+            "results/preview/{shard}.png",
+            caption="../report/preview.rst",
+            category="Motion",
+            labels={"shard": "{shard}"},
+        ),
     log:
         "logs/preview/{shard}.log",
     benchmark:

@@ -9,24 +9,29 @@ from vfer.runtime import setup_logging
 setup_logging(snakemake.log[0])
 experiment = snakemake.params.experiment
 classifier = snakemake.params.classifier
+settings = evaluate.Settings(
+    fusion=experiment.get("fusion", "concat"),
+    weights=experiment.get("weights", "mean"),
+    aggregate=snakemake.params.aggregate,
+    kind=classifier["kind"],
+    kernel=classifier["kernel"],
+    C=tuple(classifier["C"]),
+    gamma=tuple(classifier["gamma"]),
+    class_weight=classifier["class_weight"],
+    inner_folds=classifier["inner_folds"],
+    seed=snakemake.params.seed,
+)
+files = {s: {int(f): p for f, p in per_fold.items()} for s, per_fold in snakemake.params.files.items()}
 result, predictions = evaluate.run(
-    read_folds(snakemake.input.folds),
-    {s: {int(f): p for f, p in per_fold.items()} for s, per_fold in snakemake.params.files.items()},
-    list(snakemake.params.classes),
-    experiment.get("fusion", "concat"),
-    classifier["kernel"],
-    classifier["C"],
-    snakemake.params.seed,
+    read_folds(snakemake.input.folds), files, list(snakemake.params.classes), settings
 )
 result["experiment"] = experiment["name"]
 with atomic_path(snakemake.output.metrics) as tmp:
     tmp.write_text(json.dumps(result, indent=1))
 with atomic_path(snakemake.output.predictions) as tmp:
     predictions.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+title = f"{experiment['name']}: accuracy {100 * result['mean']['accuracy']['mean']:.1f}%"
 with atomic_path(snakemake.output.confusion) as tmp:
-    report.confusion_figure(
-        result["confusion_percent"],
-        result["classes"],
-        f"{experiment['name']}: accuracy {100 * result['mean']['accuracy']['mean']:.1f}%",
-        tmp,
-    )
+    report.confusion_figure(result["confusion_percent"], result["classes"], title, tmp)
+with atomic_path(snakemake.output.folds) as tmp:
+    report.fold_figure(result["folds"], experiment["name"], tmp)
