@@ -17,6 +17,32 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifest(args: argparse.Namespace) -> int:
+    import os
+
+    import yaml
+
+    from vfer import manifest
+
+    classes = args.classes
+    if classes is None and args.config:
+        with open(args.config) as fh:
+            classes = (yaml.safe_load(fh) or {}).get("classes")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    try:
+        m = manifest.build(args.layout, args.root, classes, out_dir, args.ignore_unmatched,
+                           labels=args.labels, csv=args.csv, modality=args.modality)
+    except manifest.ManifestError as exc:
+        print(f"vfer manifest: error: {exc}", file=sys.stderr)
+        return 2
+    manifest.write(m, args.output)
+    for path in m.unmatched:
+        print(f"ignored (does not match layout {args.layout}): {path}", file=sys.stderr)
+    print(m.summary())
+    print(f"wrote {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vfer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -28,6 +54,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", nargs="+", default=list(BASIC_CLASSES))
     p.add_argument("--processes", type=int, default=None, help="worker processes (default: all cores)")
     p.set_defaults(func=_demo_data)
+
+    from vfer.manifest import LAYOUTS
+
+    p = sub.add_parser("manifest", help="build a samples table from a dataset folder")
+    p.add_argument("root", help="the dataset folder")
+    p.add_argument("--layout", required=True, choices=sorted(LAYOUTS))
+    p.add_argument("-o", "--output", required=True, help="samples table to write (TSV)")
+    p.add_argument("--classes", nargs="+", default=None,
+                   help="classes to keep (default: the config's, else the six basic ones)")
+    p.add_argument("--config", default=None, help="take the classes from this config file")
+    p.add_argument("--labels", default=None, help="baum1s: CSV/TSV with columns clip, label")
+    p.add_argument("--csv", default=None, help="generic: CSV/TSV with path, label, subject")
+    p.add_argument("--modality", default="all", choices=["all", "01", "02"],
+                   help="ravdess: 01 audio-video, 02 video-only, or all")
+    p.add_argument("--ignore-unmatched", action="store_true",
+                   help="leave out (and list) video files that do not match the layout")
+    p.set_defaults(func=_manifest)
     args = parser.parse_args(argv)
     return args.func(args)
 
