@@ -452,11 +452,17 @@ def render_clip(subject: Subject, label: str, rng: np.random.Generator) -> np.nd
     return frames
 
 
+#: Codec OpenCV's FFmpeg can write into each container.
+FOURCC = {".mp4": "mp4v", ".mov": "mp4v", ".flv": "FLV1", ".mkv": "MJPG", ".avi": "MJPG"}
+
+
 def write_video(path: Path, frames: np.ndarray, fps: float = FPS) -> None:
-    """Write RGB frames as an MJPG .avi, atomically (temporary name, then rename)."""
+    """Write RGB frames (MJPG for .avi), atomically (temporary name, then rename)."""
+    path = Path(path)
     tmp = path.with_name(path.stem + ".partial" + path.suffix)
     h, w = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    fourcc = cv2.VideoWriter_fourcc(*FOURCC.get(path.suffix.lower(), "MJPG"))
+    writer = cv2.VideoWriter(str(tmp), fourcc, fps, (w, h))
     if not writer.isOpened():
         raise OSError(f"cannot open a video writer for {tmp}")
     for frame in frames:

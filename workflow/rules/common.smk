@@ -27,6 +27,8 @@ SHARDS = {
     for i in range(0, len(SAMPLES), SHARD_SIZE)
 }
 
+# A dataset that cannot be split by the protocol (e.g. one subject) can still go through the
+# faces, motion and feature stages; the rules that need folds say why they cannot run.
 try:
     FOLDS = evaluation_folds(
         assign_folds(
@@ -37,8 +39,16 @@ try:
             config["protocol"]["folds"],
         )
     )
+    PROTOCOL_ERROR = None
 except ValueError as exc:
-    raise WorkflowError(f"protocol: {exc}") from None
+    FOLDS, PROTOCOL_ERROR = [], f"protocol {config['protocol']['name']}: {exc}"
+
+
+def folds_table(wildcards=None):
+    """Input function for the folds table: stops with the protocol's problem, if any."""
+    if PROTOCOL_ERROR:
+        raise WorkflowError(PROTOCOL_ERROR)
+    return "results/folds.tsv"
 
 EXPERIMENTS = [e["name"] for e in config["experiments"]]
 EXPERIMENT = {e["name"]: e for e in config["experiments"]}

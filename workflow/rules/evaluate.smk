@@ -2,7 +2,7 @@ rule evaluate:
     """Fuse an experiment's streams and evaluate an SVM over the subject-independent folds;
     everything (scaling, projection, C, fusion weights) is fitted on training subjects only."""
     input:
-        folds="results/folds.tsv",
+        folds=folds_table,
         features=lambda wc: sorted(
             {feature_file(s, f) for s in EXPERIMENT[wc.experiment]["streams"] for f in FOLDS}
         ),

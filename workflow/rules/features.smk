@@ -2,7 +2,7 @@ rule train:
     """Fine-tune one stream's CNN on the training subjects of one fold (never its test ones)."""
     input:
         unpack(stream_inputs),
-        folds="results/folds.tsv",
+        folds=folds_table,
         weights=lambda wc: STREAM[wc.stream]["weights"] or [],
     output:
         model="results/models/{stream}/fold{fold}.pt",

@@ -1,7 +1,7 @@
 rule folds:
     """Subject-independent folds: the test fold of every video (all of a subject's together)."""
     input:
-        config["samples"],
+        lambda wc: folds_table() and config["samples"],
     output:
         "results/folds.tsv",
     params:
