@@ -4,6 +4,7 @@ import pytest
 
 from vfer import evaluate
 from vfer.evaluate import Experiment, FeatureModel, Settings
+from vfer.io import create_h5, write_array
 
 
 def test_metrics_on_known_predictions():
@@ -55,15 +56,23 @@ def test_sum_of_streams_of_different_dimension_projects_both_by_pca():
 
 def test_inner_splits_are_grouped_by_training_subject():
     subjects = np.array(["a", "a", "b", "b", "c", "d", "d", "e"])
-    splits = evaluate.inner_splits(subjects, 3, 0)
+    labels = np.array([0, 1, 0, 1, 0, 0, 1, 1])
+    splits = evaluate.inner_splits(subjects, labels, 3, 0)
     assert len(splits) == 3
     for fit, val in splits:
         assert not set(subjects[fit]) & set(subjects[val])
         assert sorted(np.concatenate([fit, val])) == list(range(len(subjects)))
-    assert evaluate.inner_splits(np.array(["a", "a"]), 3, 0) == []
+    assert evaluate.inner_splits(np.array(["a", "a"]), np.array([0, 1]), 3, 0) == []
     split = np.array(["train"] * 6 + ["val"] * 2)
-    (fit, val), = evaluate.inner_splits(subjects, 3, 0, split)
+    (fit, val), = evaluate.inner_splits(subjects, labels, 3, 0, split)
     assert val.tolist() == [6, 7]
+
+
+def test_inner_splits_whose_fit_part_has_one_class_are_left_out():
+    subjects = np.array(["a", "a", "lonely"])
+    labels = np.array([0, 1, 0])
+    (fit, val), = evaluate.inner_splits(subjects, labels, 3, 0)  # not fit on 'lonely' alone
+    assert fit.tolist() == [0, 1] and val.tolist() == [2]
 
 
 def video_data(n_subjects=6, per_subject=4, seed=0):
@@ -136,3 +145,14 @@ def test_run_refuses_folds_that_are_not_subject_independent(tmp_path):
                           "label": ["x", "y", "x", "y"], "fold": [0, 1, 0, 1]})
     with pytest.raises(ValueError, match="subject 's1' is in the test set of fold 0 and in its training set"):
         evaluate.run(folds, {"s": {0: "x.h5", 1: "x.h5"}}, ["x", "y"], Settings())
+
+
+def test_run_names_the_fold_whose_training_videos_hold_one_class(tmp_path):
+    folds = pd.DataFrame({"video_id": ["a", "b", "c"], "subject": ["s1", "s2", "s2"],
+                          "label": ["x", "x", "y"], "fold": [1, 0, 0]})
+    path = tmp_path / "features.h5"
+    with create_h5(path, "features", {}) as f:
+        for v in folds["video_id"]:
+            write_array(f.create_group(v), "features", np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"fold 0: its training videos hold a single class \(x\)"):
+        evaluate.run(folds, {"s": {0: str(path), 1: str(path)}}, ["x", "y"], Settings())

@@ -109,21 +109,24 @@ class FeatureModel:
         return class_scores(self.clf, fuse(z, self.fusion), self.n_classes, self.probability)
 
 
-def inner_splits(subjects: np.ndarray, n_splits: int, seed: int,
+def inner_splits(subjects: np.ndarray, labels: np.ndarray, n_splits: int, seed: int,
                  split: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Inner (fit, validation) index pairs over the *training* videos given: subject-grouped
-    folds, or the predefined train/val rows when ``split`` has val rows. Empty when the training
-    videos cannot be split (a single subject)."""
+    folds, or the predefined train/val rows when ``split`` has val rows. A pair whose fit part
+    holds a single class cannot train a classifier and is left out (a subject with one video
+    can make such a pair). Empty when the training videos cannot be split (a single subject)."""
     if split is not None and (split == "val").any():
-        return [(np.flatnonzero(split != "val"), np.flatnonzero(split == "val"))]
-    unique = sorted(set(subjects))
-    k = min(n_splits, len(unique))
-    if k < 2:
-        return []
-    order = np.random.default_rng(seed).permutation(len(unique))
-    group = {unique[j]: i % k for i, j in enumerate(order)}
-    g = np.array([group[s] for s in subjects])
-    return [(np.flatnonzero(g != i), np.flatnonzero(g == i)) for i in range(k)]
+        pairs = [(np.flatnonzero(split != "val"), np.flatnonzero(split == "val"))]
+    else:
+        unique = sorted(set(subjects))
+        k = min(n_splits, len(unique))
+        if k < 2:
+            return []
+        order = np.random.default_rng(seed).permutation(len(unique))
+        group = {unique[j]: i % k for i, j in enumerate(order)}
+        g = np.array([group[s] for s in subjects])
+        pairs = [(np.flatnonzero(g != i), np.flatnonzero(g == i)) for i in range(k)]
+    return [(fit, val) for fit, val in pairs if len(set(labels[fit])) > 1]
 
 
 def simplex(n: int, step: float = 0.1) -> np.ndarray:
@@ -180,8 +183,8 @@ class Experiment:
                     train_idx: np.ndarray, test_idx: np.ndarray, split: np.ndarray | None = None,
                     subject_independent: bool = True) -> tuple[np.ndarray, dict]:
         """Scores of the test videos (n_test x n_classes) and what was chosen."""
-        inner = inner_splits(subjects[train_idx], self.s.inner_folds, self.s.seed,
-                             None if split is None else split[train_idx])
+        inner = inner_splits(subjects[train_idx], y[train_idx], self.s.inner_folds,
+                             self.s.seed, None if split is None else split[train_idx])
         if subject_independent:  # nothing of the test subjects takes part in selection
             tested = set(subjects[test_idx])
             for fit, val in inner:
@@ -298,6 +301,9 @@ def run(folds: pd.DataFrame, feature_files: dict[str, dict[int, str]], classes: 
                 streams.append(load_features(path, ids))
         test_idx = np.flatnonzero(folds["fold"] == fold)
         train_idx = np.flatnonzero(folds["fold"] != fold)
+        if len(set(y[train_idx])) < 2:
+            raise ValueError(f"fold {fold}: its training videos hold a single class "
+                             f"({classes[y[train_idx][0]]}); a classifier needs two")
         scores, chosen = experiment.fit_predict(streams, y, subjects, train_idx, test_idx, split,
                                                 subject_independent)
         pred = np.nanargmax(scores, 1)
