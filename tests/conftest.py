@@ -35,6 +35,17 @@ def demo_clip(tmp_path_factory) -> tuple[Path, np.ndarray]:
     return path, frames
 
 
+@pytest.fixture(scope="session")
+def run(tmp_path_factory) -> Path:
+    """A folder where the tiny workflow (tests/tiny.py) has run to the end."""
+    from tests.tiny import prepare, snakemake
+
+    workdir = prepare(tmp_path_factory.mktemp("workflow"))
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
 def stage_defaults(section: str, **overrides) -> dict:
     """A config section filled with the defaults of workflow/schemas/config.schema.yaml."""
     import yaml

@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import stage_defaults
 from tests.test_manifest import ckplus_tree
-from tests.test_workflow import snakemake, write_config
+from tests.tiny import snakemake, write_config
 from vfer import demo, faces
 from vfer.cli import main
 
