@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO := data/demo/samples.tsv
 CORES ?= all
 
-.PHONY: all install demo report-screenshot test clean
+.PHONY: all install demo resume report-screenshot test clean
 all: demo
 
 install: $(STAMP)
@@ -30,6 +30,13 @@ demo: $(STAMP) $(DEMO)
 	@cat results/summary.md
 	@echo
 	@echo "Report: $(CURDIR)/results/report.html"
+
+# After a crash or kill -9: remove the dead run's lock, redo the unfinished jobs, finish.
+resume: $(STAMP) $(DEMO)
+	$(BIN)/snakemake --unlock
+	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete
+	@$(MAKE) --no-print-directory results/report.html
+	@cat results/summary.md
 
 results/report.html: results/summary.md
 	$(BIN)/snakemake --report $@

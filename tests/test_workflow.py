@@ -4,71 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import h5py
 import pandas as pd
 import pytest
-import yaml
 
-from tests.conftest import REPO
+from tests.tiny import CONFIG, planned, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-STREAM = {"backbone": "small_cnn", "size": 24, "finetune": "per_fold", "steps": 15,
-          "batch_size": 16, "lr": 0.003, "eval_every": 5}
-CONFIG = {
-    "samples": "data/samples.tsv",
-    "classes": ["happiness", "surprise"],
-    "shard_size": 4,
-    "faces": {"size": [64, 64]},
-    "flow": {"bound": 2},
-    "streams": {"spatial": {"input": "frames", **STREAM}, "temporal": {"input": "flow", **STREAM},
-                "dynamic": {"input": "dynamic_rgb", **STREAM},
-                "landmarks": {"input": "landmarks", "backbone": "landmarks", "finetune": "none"},
-                "handcrafted": {"input": "frames", "backbone": "hog", "finetune": "none"}},
-    "protocol": {"name": "losgo", "groups": 2},
-    "experiments": [{"name": "spatial", "streams": ["spatial"]},
-                    {"name": "temporal", "streams": ["temporal"]},
-                    {"name": "fused", "streams": ["spatial", "temporal", "dynamic", "landmarks",
-                                                  "handcrafted"]}],
-}
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-                           "--cores", "2", *args], capture_output=True, text=True, timeout=900)
-
-
-def planned(output: str) -> dict[str, int]:
-    """Job counts from a dry run's 'Job stats' table (empty when nothing is to be done)."""
-    if "Job stats:" not in output:
-        assert "Nothing to be done" in output, output[-2000:]
-        return {}
-    stats = output.split("Job stats:")[1].split("total")[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
-
-
-def write_config(workdir: Path, config: dict) -> None:
-    (workdir / "config").mkdir(exist_ok=True)
-    (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from vfer.demo import generate
-
-    workdir = tmp_path_factory.mktemp("workflow")
-    generate(workdir / "data", seed=5, subjects=4, clips=1, classes=("happiness", "surprise"),
-             processes=2)
-    write_config(workdir, CONFIG)
-    result = snakemake(workdir)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return workdir
 
 
 def test_outputs_of_every_stage(run):
@@ -202,3 +147,29 @@ def test_report_shows_the_summary_table_and_a_confusion_matrix(run, tmp_path):
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[:2] == (1100, 1400)
     assert image.std() > 20  # not a blank page
+
+
+def test_forcing_flow_reruns_flow_and_downstream_only(run):
+    jobs = planned(snakemake(run, "-n", "-R", "flow").stdout)
+    assert jobs == {"flow": 2, "train": 2, "extract": 2, "evaluate": 2, "preview": 2,
+                    "summary": 1, "all": 1}  # temporal's model and features, not spatial's
+
+
+def test_until_stops_at_the_features(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, symlinks=True)
+    jobs = planned(snakemake(copy, "-n", "-R", "faces", "--until", "extract").stdout)
+    assert jobs == {"faces": 2, "segments": 2, "flow": 2, "dynamic_rgb": 2, "train": 6,
+                    "extract": 8}
+    before = {p: p.stat().st_mtime_ns for p in (copy / "results/experiments").rglob("*.*")}
+    result = snakemake(copy, "-R", "flow", "--until", "extract")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # evaluation not touched
+    jobs = planned(snakemake(copy, "-n").stdout)  # the next run evaluates the new features
+    assert jobs["evaluate"] == 2 and not {"flow", "train", "extract"} & set(jobs)
+
+
+def test_omit_from_runs_everything_before_the_evaluation(run):
+    jobs = planned(snakemake(run, "-n", "-R", "faces", "--omit-from", "evaluate").stdout)
+    assert jobs == {"faces": 2, "segments": 2, "flow": 2, "dynamic_rgb": 2, "train": 6,
+                    "extract": 8, "preview": 2}
