@@ -143,10 +143,18 @@ class Experiment:
         self.s, self.n_classes = s, n_classes
 
     # -- samples ----------------------------------------------------------------------------
-    def _samples(self, streams: list[list[np.ndarray]], idx: np.ndarray) -> tuple[list, np.ndarray]:
+    def prepare(self, streams: list[list[np.ndarray]]) -> list:
+        """Per stream what the samples are drawn from: with ``mean_features`` each video's
+        mean segment feature (N x D, computed once), else the videos' segment features."""
+        if self.s.aggregate != "mean_features":
+            return streams
+        return [v if isinstance(v, np.ndarray) else np.stack([x.mean(0) for x in v])
+                for v in streams]
+
+    def _samples(self, streams: list, idx: np.ndarray) -> tuple[list, np.ndarray]:
         """Sample matrices per stream for videos ``idx`` and each sample's position in idx."""
         if self.s.aggregate == "mean_features":
-            return [np.stack([v[i].mean(0) for i in idx]) for v in streams], np.arange(len(idx))
+            return [v[idx] for v in streams], np.arange(len(idx))
         owner = np.concatenate([np.full(len(streams[0][i]), k) for k, i in enumerate(idx)])
         return [np.concatenate([v[i] for i in idx]) for v in streams], owner
 
@@ -183,6 +191,7 @@ class Experiment:
                     train_idx: np.ndarray, test_idx: np.ndarray, split: np.ndarray | None = None,
                     subject_independent: bool = True) -> tuple[np.ndarray, dict]:
         """Scores of the test videos (n_test x n_classes) and what was chosen."""
+        streams = self.prepare(streams)
         inner = inner_splits(subjects[train_idx], y[train_idx], self.s.inner_folds,
                              self.s.seed, None if split is None else split[train_idx])
         if subject_independent:  # nothing of the test subjects takes part in selection
@@ -295,10 +304,10 @@ def run(folds: pd.DataFrame, feature_files: dict[str, dict[int, str]], classes: 
             path = feature_files[s][fold]
             if len(set(feature_files[s].values())) == 1:
                 if path not in shared:
-                    shared[path] = load_features(path, ids)
+                    shared[path] = experiment.prepare([load_features(path, ids)])[0]
                 streams.append(shared[path])
             else:
-                streams.append(load_features(path, ids))
+                streams.append(experiment.prepare([load_features(path, ids)])[0])
         test_idx = np.flatnonzero(folds["fold"] == fold)
         train_idx = np.flatnonzero(folds["fold"] != fold)
         if len(set(y[train_idx])) < 2:
