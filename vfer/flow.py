@@ -331,6 +331,8 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
     from vfer.runtime import progress, set_threads
 
     backend = resolve_backend(params.get("backend", "numpy")) if name == "horn_schunck" else None
+    if backend and backend[0] == "torch":
+        import torch  # noqa: F401  (imported before set_threads, which then limits its threads)
     with open_h5(faces_path, "faces") as faces, open_h5(segments_path, "segments") as segs, \
             create_h5(out_path, "flow", {"method": name, "params": params, "bound": bound,
                                          "consecutive": consecutive, "store_raw": store_raw,
