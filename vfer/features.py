@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from vfer import descriptors
+from vfer.folds import read_folds
 from vfer.io import atomic_path, create_h5, file_sha256, open_h5, sha256_of, write_array
 from vfer.models import MEAN, SPECS, STD, build, load_weights
 from vfer.runtime import progress
@@ -41,13 +42,6 @@ INPUT_STAGE = {"frames": "faces", "flow": "flow", "dynamic_rgb": "dynamic",
 DESCRIPTORS = ("landmarks", "hog")
 #: Inputs whose first channel is a horizontal flow: a horizontal flip negates it.
 FLOW_INPUTS = ("flow", "dynamic_flow")
-
-
-def read_folds(path: str):
-    """The folds table written by the folds rule (video_id, subject, label, fold)."""
-    import pandas as pd
-
-    return pd.read_csv(path, sep="\t", dtype={"video_id": str, "subject": str, "label": str})
 
 
 def shard_tuples(kind: str, inputs) -> list[tuple[str, ...]]:

@@ -89,3 +89,8 @@ def train_test(folds: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFra
     """Rows used for training (everything not in the fold's test set) and for testing."""
     test = folds["fold"] == fold
     return folds[~test], folds[test]
+
+
+def read_folds(path: str) -> pd.DataFrame:
+    """The folds table written by the folds rule (video_id, subject, label, fold)."""
+    return pd.read_csv(path, sep="\t", dtype={"video_id": str, "subject": str, "label": str})

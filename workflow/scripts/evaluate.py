@@ -2,7 +2,7 @@
 import json
 
 from vfer import evaluate, report
-from vfer.features import read_folds
+from vfer.folds import read_folds
 from vfer.io import atomic_path
 from vfer.runtime import setup_logging
 
