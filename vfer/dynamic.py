@@ -186,7 +186,9 @@ def process_shard(source: str, faces_path: str, segments_path: str, flow_path: s
                     if source == "flow":
                         pooled = [flow_to_3ch(p) for p in pooled]
                     name = "images_reverse" if reverse else "images"
-                    write_array(g, name, np.stack([to_uint8(p) for p in pooled]))
+                    # uncompressed: lzf shrinks these images little and slows every read
+                    write_array(g, name, np.stack([to_uint8(p) for p in pooled]),
+                                compression=None)
     finally:
         for h in handles:
             h.close()
