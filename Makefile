@@ -1,5 +1,6 @@
 # make demo   create .venv, install pinned dependencies, generate the demo data, run the workflow
 # make test   install if needed, run the whole test suite
+# make bench  run the demo and every stage against its target (benchmarks/RESULTS.md)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO := data/demo/samples.tsv
 CORES ?= all
 
-.PHONY: all install demo resume report-screenshot test clean
+.PHONY: all install demo resume bench report-screenshot test clean
 all: demo
 
 install: $(STAMP)
@@ -48,6 +49,10 @@ report-screenshot: results/report.html
 	  --user-data-dir=$(CURDIR)/.chromium --window-size=1400,1100 --virtual-time-budget=15000 \
 	  --screenshot=$(CURDIR)/results/report.png file://$(CURDIR)/results/report.html
 	@echo "Screenshot: $(CURDIR)/results/report.png"
+
+# Every cost next to its target: benchmarks/RESULTS.md and benchmarks/results.csv.
+bench: $(STAMP) $(DEMO)
+	$(BIN)/python -m benchmarks.bench --cores 2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -1,111 +1,132 @@
-"""Feature extraction: forward images/s per backbone and the forward pass's share of a whole
-extraction (reading, resizing, writing included).
+"""Feature stages against their kernel floors, with the demo's spatial stream:
 
-    .venv/bin/python benchmarks/bench_features.py [--shard s0000] [--videos 2] [--threads 2]
+- train: train_stream for fold 0 (read and resize the crops, batches, augmentation, Adam steps,
+  validation, early stopping, saving) against the same number of forward + backward + Adam
+  steps and validation forward passes on tensors of the same shapes;
+- extract: extract_stream with the fold's model (read, resize, forward, HDF5 output) against
+  the forward passes alone on the same number of images in the same batches;
 
-Uses the face crops and segments of one shard of a finished run (``make demo``); random
-weights (the speed does not depend on them). Writes benchmarks/features.md.
-"""
+and the forward rate of every backbone at its input size. One thread, as the rules run (on
+CUDA: the GPU of the machine)."""
 
 from __future__ import annotations
 
-import argparse
+import json
 import platform
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
+from torch import nn
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.common import Row, demo_config, shard_paths, timed
+from vfer import features, models
+from vfer.runtime import select_device, set_threads
 
-from vfer import features, models  # noqa: E402
-from vfer.runtime import select_device, set_threads  # noqa: E402
-
+TARGET = 1.2
 BACKBONES = [("small_cnn", None), ("alexnet", "fc7"), ("resnet18", "pool"), ("resnet50", "pool"),
              ("vgg16", "fc6"), ("c3d", "fc")]
 
 
-def forward_rate(name: str, device, batch: int, repeat: int = 3) -> float:
+def bare_training(stream: dict, n_classes: int, info: dict, device) -> None:
+    """The torch calls of a training run: its steps and validation passes, on random tensors."""
+    model = models.build(stream["backbone"], n_classes, stream["size"]).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=stream["lr"],
+                           weight_decay=stream["weight_decay"])
+    loss_fn = nn.CrossEntropyLoss()
+    side, batch = stream["size"], stream["batch_size"]
+    x = torch.rand(batch, 3, side, side, device=device)
+    y = torch.randint(0, n_classes, (batch,), device=device)
+    for _ in range(info["steps_run"]):
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss.item()
+    val = torch.rand(info["validation_images"], 3, side, side, device=device)
+    with torch.no_grad():
+        model.eval()
+        for _ in range(len(info["val_loss"])):
+            for i in range(0, len(val), batch):
+                model(val[i:i + batch]).float().cpu()
+
+
+def bare_forward(stream: dict, n_classes: int, images: int, device, layer: str) -> None:
+    model = models.build(stream["backbone"], n_classes, stream["size"]).to(device).eval()
+    batch = stream["batch_size"]
+    x = torch.rand(batch, 3, stream["size"], stream["size"], device=device)
+    with torch.no_grad():
+        for i in range(0, images, batch):
+            model.features_of(x[: min(batch, images - i)], layer).float().cpu()
+
+
+def forward_rate(name: str, device, batch: int) -> float:
     """Images (clips for c3d) per second of the bare forward pass at the backbone's input size."""
     spec = models.SPECS[name]
     model = models.build(name, 6).to(device).eval()
     side = spec.input_size
     shape = (batch, 3, 16, side, side) if spec.segment else (batch, 3, side, side)
     x = torch.randn(*shape, device=device)
-    times = []
+    layer = next(iter(spec.layers))
     with torch.no_grad():
-        model.features_of(x, next(iter(spec.layers)))  # warm-up
-        for _ in range(repeat):
-            start = time.perf_counter()
-            model.features_of(x, next(iter(spec.layers)))
-            times.append(time.perf_counter() - start)
-    return batch / float(np.median(times))
+        model.features_of(x, layer)  # warm-up
+        seconds = min(timed(model.features_of, x, layer) for _ in range(3))
+    return batch / seconds
 
 
-def extraction_share(name: str, layer, shards, device, videos: int) -> tuple[float, float, int]:
-    """(forward seconds, extraction seconds, images) of extract_stream on ``videos`` videos."""
-    tmp = Path(tempfile.mkdtemp(prefix="bench_features_"))
-    faces, segs = shards
-    sub_f, sub_s = tmp / "faces.h5", tmp / "segments.h5"
-    with h5py.File(faces) as f, h5py.File(segs) as s, h5py.File(sub_f, "w") as fo, \
-            h5py.File(sub_s, "w") as so:
-        fo.attrs["stage"], so.attrs["stage"] = "faces", "segments"
-        for vid in list(s)[:videos]:
-            f.copy(f[vid], fo, vid)
-            s.copy(s[vid], so, vid)
-        if models.SPECS[name].segment:  # c3d: count 16-frame clips, as its forward rate does
-            images = sum(s[v]["segment_index"].shape[0] for v in list(s)[:videos])
-        else:
-            images = sum(f[v]["frames"].shape[0] for v in list(s)[:videos])
-    stream = {"input": "frames", "backbone": name, "size": models.SPECS[name].input_size,
-              "layer": layer, "weights": None, "finetune": "none", "batch_size": 32, "seed": 0}
-    out = tmp / "features.h5"
-    features.extract_stream("frames", [(str(sub_f), str(sub_s))], name, stream, list("abcdef"),
-                            device, str(out), {})
-    with h5py.File(out) as f:
-        return float(f.attrs["forward_seconds"]), float(f.attrs["extract_seconds"]), images
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shard", default="s0000")
-    ap.add_argument("--videos", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--out", default=str(REPO / "benchmarks/features.md"))
-    args = ap.parse_args()
-    shards = (REPO / f"results/faces/{args.shard}.h5", REPO / f"results/segments/{args.shard}.h5")
-    if not all(p.exists() for p in shards):
-        sys.exit(f"{shards[0]} or {shards[1]} is missing: run `make demo` first")
-    set_threads(args.threads)
-    device = select_device(args.device)
+def measure(run: Path, backbones: bool = True, repeat: int = 2) -> list[Row]:
+    config = demo_config()
+    classes = config["classes"]
+    stream = {**config["streams"]["spatial"], "seed": config["seed"]}  # as the train rule
+    set_threads(1)
+    device = select_device(config["device"])
+    shard_paths(run)  # the run has finished
+    shards = [(str(p), str(s)) for p, s in zip(sorted((run / "results/faces").glob("*.h5")),
+                                              sorted((run / "results/segments").glob("*.h5")))]
+    folds = str(run / "results/folds.tsv")
+    scratch = tempfile.TemporaryDirectory(prefix="bench_features_")
+    tmp = Path(scratch.name)
+    # warm-up: the first optimizer step imports torch._dynamo (~2 s, once per process; the
+    # workflow pays it in each train job's start-up)
+    bare_training(stream, len(classes), {"steps_run": 1, "validation_images": 0,
+                                         "val_loss": []}, device)
+    model_out, info_out = str(tmp / "m.pt"), str(tmp / "m.json")
+    train_s = extract_s = train_bare = extract_bare = float("inf")
+    for _ in range(repeat):  # interleaved, the best of each: this machine's speed drifts
+        train_s = min(train_s, timed(features.train_stream, "frames", shards, folds, 0, stream,
+                                     classes, device, model_out, info_out))
+        info = json.loads(Path(info_out).read_text())
+        with features.StreamReader("frames", shards) as reader:
+            info["validation_images"] = sum(len(np.unique(reader.groups(v)))
+                                            for v in info["validation_videos"])
+            images = sum(len(reader.read(v)) for v in reader.video_ids())
+        train_bare = min(train_bare, timed(bare_training, stream, len(classes), info, device))
+        layer = stream["layer"] or next(iter(models.SPECS[stream["backbone"]].layers))
+        extract_s = min(extract_s, timed(features.extract_stream, "frames", shards, "spatial",
+                                         stream, classes, device, str(tmp / "f.h5"), {},
+                                         model_out, info_out))
+        extract_bare = min(extract_bare, timed(bare_forward, stream, len(classes), images,
+                                               device, layer))
+    scratch.cleanup()
     hardware = torch.cuda.get_device_name(0) if device.type == "cuda" else \
-        f"CPU ({platform.machine()}, {args.threads} threads)"
-    rows = []
-    for name, layer in BACKBONES:
-        rate = forward_rate(name, device, 4 if name in ("vgg16", "c3d") else 16)
-        fwd, total, n = extraction_share(name, layer, shards, device, args.videos)
-        rows.append((name, models.SPECS[name].input_size, rate, n / total, 100 * fwd / total))
-    lines = ["# Feature extraction benchmark", "",
-             f"`python benchmarks/bench_features.py`: {hardware}, float32 on the CPU (bfloat16 "
-             f"autocast on CUDA), random weights, {args.videos} demo videos for the extraction. "
-             "c3d counts 16-frame clips. Goal: the forward pass takes >= 80% of an extraction.", "",
-             "| backbone | input | forward images/s | extraction images/s | forward share of extraction |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {b} | {s} | {r:.1f} | {e:.1f} | {p:.0f}% |" for b, s, r, e, p in rows]
-    lines += ["", "small_cnn is so cheap (~3 ms for 16 images) that reading and resizing the crops "
-              "is a third of its extraction; every ImageNet-size backbone is above the goal."]
-    lines += ["", "No GPU was lent to the session that wrote this file; the CUDA path (bfloat16 "
-              "autocast, the same code) has not been timed."] if device.type != "cuda" else []
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        f"CPU {platform.machine()}, 1 thread"
+    net = f"{stream['backbone']} {stream['size']}px"
+    rows = [Row("train", f"stage steps/s ({info['steps_run']} steps of {stream['batch_size']}, "
+                f"{net}, {hardware})", info["steps_run"] / train_s, "steps/s"),
+            Row("train", "bare torch steps/s (same steps and validation passes)",
+                info["steps_run"] / train_bare, "steps/s"),
+            Row("train", "stage / kernel floor (torch)", train_s / train_bare, "x", TARGET,
+                "the stage also reads, resizes and augments crops, saves the model"),
+            Row("extract", f"stage images/s ({images} images, {net})", images / extract_s,
+                "images/s"),
+            Row("extract", "bare forward images/s", images / extract_bare, "images/s"),
+            Row("extract", "stage / kernel floor (torch forward)", extract_s / extract_bare, "x",
+                TARGET, "the stage also reads and resizes crops, writes features")]
+    if backbones:
+        for name, _ in BACKBONES:
+            rate = forward_rate(name, device, 4 if name in ("vgg16", "c3d") else 16)
+            unit = "clips/s" if models.SPECS[name].segment else "images/s"
+            rows.append(Row("backbones", f"{name} forward at {models.SPECS[name].input_size}px",
+                            rate, unit))
+    return rows

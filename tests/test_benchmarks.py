@@ -1,0 +1,22 @@
+"""The arithmetic behind benchmarks/RESULTS.md (the measurements themselves run in make bench)."""
+
+import pandas as pd
+
+from benchmarks.bench import markdown
+from benchmarks.bench_workflow import busy_seconds
+from benchmarks.common import Row
+
+
+def test_busy_time_is_the_union_of_job_intervals():
+    jobs = pd.DataFrame({"s": [4.0, 3.0, 2.0, 1.0], "end": [4.0, 6.0, 12.0, 11.0]})
+    # [0, 4] and [3, 6] overlap, [10, 12] contains [10, 11]: busy 6 + 2 s of 12
+    assert busy_seconds(jobs) == 8.0
+
+
+def test_each_figure_is_judged_against_its_target():
+    rows = [Row("flow", "ratio", 1.1, "x", 1.2), Row("flow", "ratio 2", 1.3, "x", 1.2),
+            Row("flow", "pairs/s", 300.0, "pairs/s")]
+    assert [r.met for r in rows] == ["yes", "no", ""]
+    table = markdown(rows, [])
+    assert "| flow | ratio 2 | 1.3 x | <= 1.2 x | no |" in table
+    assert "1 targets met, 1 missed." in table
