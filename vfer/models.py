@@ -36,7 +36,25 @@ class WeightsError(ValueError):
     """A weights file that cannot be loaded into a backbone; names the file and the layer."""
 
 
-class AlexNet(nn.Module):
+class _ConvPoolFC(nn.Module):
+    """torchvision's AlexNet/VGG layout: ``features``, ``avgpool``, then the ``classifier``,
+    whose first ``FC_END[layer]`` modules end at that fully connected layer's activation."""
+
+    FC_END: dict[str, int] = {}
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(self.features(x)), 1)
+
+    def features_of(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        return self.classifier[:self.FC_END[layer]](self._pooled(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self._pooled(x))
+
+
+class AlexNet(_ConvPoolFC):
+    FC_END = {"fc6": 3, "fc7": 6}
+
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5):
         super().__init__()
         self.features = nn.Sequential(
@@ -51,15 +69,9 @@ class AlexNet(nn.Module):
             nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes))
 
-    def features_of(self, x: torch.Tensor, layer: str) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(self.features(x)), 1)
-        return self.classifier[:{"fc6": 3, "fc7": 6}[layer]](x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
-
-
-class VGG16(nn.Module):
+class VGG16(_ConvPoolFC):
+    FC_END = {"fc6": 2, "fc7": 5}
     CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5):
@@ -77,13 +89,6 @@ class VGG16(nn.Module):
             nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(4096, num_classes))
-
-    def features_of(self, x: torch.Tensor, layer: str) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(self.features(x)), 1)
-        return self.classifier[:{"fc6": 2, "fc7": 5}[layer]](x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
 def _conv3x3(i: int, o: int, stride: int = 1) -> nn.Conv2d:
