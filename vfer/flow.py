@@ -279,10 +279,13 @@ def compute_flows(gray: np.ndarray, pairs: np.ndarray, name: str, params: dict,
 
 
 def resolve_backend(backend: str) -> tuple[str, str | None]:
-    """``auto`` -> torch on CUDA when present, else numpy."""
-    if backend == "auto":
-        import torch
+    """``auto`` -> torch on CUDA when present, else numpy. Imports torch for the torch
+    backends, so that a job's ``set_threads`` afterwards limits its threads."""
+    if backend == "numpy":
+        return backend, None
+    import torch
 
+    if backend == "auto":
         return ("torch", "cuda") if torch.cuda.is_available() else ("numpy", None)
     return backend, None
 
@@ -331,8 +334,6 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
     from vfer.runtime import progress, set_threads
 
     backend = resolve_backend(params.get("backend", "numpy")) if name == "horn_schunck" else None
-    if backend and backend[0] == "torch":
-        import torch  # noqa: F401  (imported before set_threads, which then limits its threads)
     with open_h5(faces_path, "faces") as faces, open_h5(segments_path, "segments") as segs, \
             create_h5(out_path, "flow", {"method": name, "params": params, "bound": bound,
                                          "consecutive": consecutive, "store_raw": store_raw,
