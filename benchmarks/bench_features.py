@@ -85,30 +85,30 @@ def measure(run: Path, backbones: bool = True, repeat: int = 2) -> list[Row]:
     shards = [(str(p), str(s)) for p, s in zip(sorted((run / "results/faces").glob("*.h5")),
                                               sorted((run / "results/segments").glob("*.h5")))]
     folds = str(run / "results/folds.tsv")
-    scratch = tempfile.TemporaryDirectory(prefix="bench_features_")
-    tmp = Path(scratch.name)
     # warm-up: the first optimizer step imports torch._dynamo (~2 s, once per process; the
     # workflow pays it in each train job's start-up)
     bare_training(stream, len(classes), {"steps_run": 1, "validation_images": 0,
                                          "val_loss": []}, device)
-    model_out, info_out = str(tmp / "m.pt"), str(tmp / "m.json")
+    layer = stream["layer"] or next(iter(models.SPECS[stream["backbone"]].layers))
+    with features.StreamReader("frames", shards) as reader:
+        images = sum(reader.group(v)[0]["frames"].shape[0] for v in reader.video_ids())
     train_s = extract_s = train_bare = extract_bare = float("inf")
-    for _ in range(repeat):  # interleaved, the best of each: this machine's speed drifts
-        train_s = min(train_s, timed(features.train_stream, "frames", shards, folds, 0, stream,
-                                     classes, device, model_out, info_out))
-        info = json.loads(Path(info_out).read_text())
-        with features.StreamReader("frames", shards) as reader:
-            info["validation_images"] = sum(len(np.unique(reader.groups(v)))
-                                            for v in info["validation_videos"])
-            images = sum(len(reader.read(v)) for v in reader.video_ids())
-        train_bare = min(train_bare, timed(bare_training, stream, len(classes), info, device))
-        layer = stream["layer"] or next(iter(models.SPECS[stream["backbone"]].layers))
-        extract_s = min(extract_s, timed(features.extract_stream, "frames", shards, "spatial",
-                                         stream, classes, device, str(tmp / "f.h5"), {},
-                                         model_out, info_out))
-        extract_bare = min(extract_bare, timed(bare_forward, stream, len(classes), images,
-                                               device, layer))
-    scratch.cleanup()
+    with tempfile.TemporaryDirectory(prefix="bench_features_") as tmp:
+        model_out, info_out = str(Path(tmp) / "m.pt"), str(Path(tmp) / "m.json")
+        for _ in range(repeat):  # interleaved, the best of each: this machine's speed drifts
+            train_s = min(train_s, timed(features.train_stream, "frames", shards, folds, 0,
+                                         stream, classes, device, model_out, info_out))
+            info = json.loads(Path(info_out).read_text())
+            with features.StreamReader("frames", shards) as reader:
+                info["validation_images"] = sum(len(np.unique(reader.groups(v)))
+                                                for v in info["validation_videos"])
+            train_bare = min(train_bare, timed(bare_training, stream, len(classes), info,
+                                               device))
+            extract_s = min(extract_s, timed(features.extract_stream, "frames", shards,
+                                             "spatial", stream, classes, device,
+                                             str(Path(tmp) / "f.h5"), {}, model_out, info_out))
+            extract_bare = min(extract_bare, timed(bare_forward, stream, len(classes), images,
+                                                   device, layer))
     hardware = torch.cuda.get_device_name(0) if device.type == "cuda" else \
         f"CPU {platform.machine()}, 1 thread"
     net = f"{stream['backbone']} {stream['size']}px"

@@ -36,6 +36,7 @@ def bare(method, params, data) -> None:
     if method == "horn_schunck":
         hs = dict(params)
         backend, device = flow.resolve_backend(hs.pop("backend"))
+        set_threads(1, opencv=1)  # torch, if the backend just imported it: one thread
         for gray, pairs in data:
             for i in range(0, len(pairs), 64):
                 k = pairs[i:i + 64]
@@ -74,31 +75,30 @@ def measure(run: Path, repeat: int = 3) -> list[Row]:
             ("horn_schunck", {**defaults["horn_schunck"], "backend": "numpy"}, 4),
             ("horn_schunck", {**defaults["horn_schunck"], "backend": "torch"}, 4)]
     rows = []
-    scratch = tempfile.TemporaryDirectory(prefix="bench_flow_")
-    for method, params, videos in plan:
-        data = load(paths["faces"], paths["segments"], videos)
-        n = sum(len(p) for _, p in data)
-        tmp = Path(scratch.name)
-        sub_faces, sub_segs = sub_shard(paths["faces"], paths["segments"], videos, tmp)
-        bare(method, params, data[:1])  # warm-up
-        runs = []
-        for _ in range(repeat):  # interleaved, so that drifts of the machine hit both alike
-            cpu = time.process_time()
-            b = timed(bare, method, params, data)
-            b_cpu, cpu = time.process_time() - cpu, time.process_time()
-            s = timed(flow.process_shard, sub_faces, sub_segs, str(tmp / "flow.h5"), method,
-                      params, bound, False, {}, threads=1, store_raw=False)
-            runs.append((s, b, time.process_time() - cpu, b_cpu))
-        s, b = min(r[0] for r in runs), min(r[1] for r in runs)
-        ratio = float(np.median([r[0] / r[1] for r in runs]))
-        cpu_ratio = float(np.median([r[2] / r[3] for r in runs]))
-        label = method + (f" ({params['backend']})" if method == "horn_schunck" else "")
-        rows += [Row("flow", f"{label}: stage pairs/s ({n} pairs)", n / s, "pairs/s"),
-                 Row("flow", f"{label}: bare solver pairs/s", n / b, "pairs/s"),
-                 Row("flow", f"{label}: stage / kernel floor", ratio, "x", TARGET,
-                     f"median of {repeat} interleaved runs"
-                     + ("; the demo's method" if method == defaults["method"] else "")),
-                 Row("flow", f"{label}: stage / kernel floor, CPU time", cpu_ratio, "x",
-                     TARGET, "the stage reads the next video and writes in a second thread")]
-    scratch.cleanup()
+    with tempfile.TemporaryDirectory(prefix="bench_flow_") as scratch:
+        tmp = Path(scratch)
+        for method, params, videos in plan:
+            data = load(paths["faces"], paths["segments"], videos)
+            n = sum(len(p) for _, p in data)
+            sub_faces, sub_segs = sub_shard(paths["faces"], paths["segments"], videos, tmp)
+            bare(method, params, data[:1])  # warm-up
+            runs = []
+            for _ in range(repeat):  # interleaved, so that drifts of the machine hit both alike
+                cpu = time.process_time()
+                b = timed(bare, method, params, data)
+                b_cpu, cpu = time.process_time() - cpu, time.process_time()
+                s = timed(flow.process_shard, sub_faces, sub_segs, str(tmp / "flow.h5"), method,
+                          params, bound, False, {}, threads=1, store_raw=False)
+                runs.append((s, b, time.process_time() - cpu, b_cpu))
+            s, b = min(r[0] for r in runs), min(r[1] for r in runs)
+            ratio = float(np.median([r[0] / r[1] for r in runs]))
+            cpu_ratio = float(np.median([r[2] / r[3] for r in runs]))
+            label = method + (f" ({params['backend']})" if method == "horn_schunck" else "")
+            rows += [Row("flow", f"{label}: stage pairs/s ({n} pairs)", n / s, "pairs/s"),
+                     Row("flow", f"{label}: bare solver pairs/s", n / b, "pairs/s"),
+                     Row("flow", f"{label}: stage / kernel floor", ratio, "x", TARGET,
+                         f"median of {repeat} interleaved runs"
+                         + ("; the demo's method" if method == defaults["method"] else "")),
+                     Row("flow", f"{label}: stage / kernel floor, CPU time", cpu_ratio, "x",
+                         TARGET, "the stage reads the next video and writes in a second thread")]
     return rows

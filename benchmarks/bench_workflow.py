@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import REPO, Row
+from benchmarks.common import REPO, Row, timed
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 RSS_TARGET_MB = 4096
@@ -72,17 +72,11 @@ def busy_seconds(jobs: pd.DataFrame) -> float:
     return total + hi - lo
 
 
-def timed_interpreter() -> float:
-    """Seconds to start and stop the interpreter."""
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], check=True)
-    return time.perf_counter() - start
-
-
 def startup_by_rule(rules) -> dict[str, float]:
     """Per rule, a job's start-up: the interpreter and its script's imports (with Snakemake's
     script preamble), timed in fresh interpreters."""
-    interpreter = min(timed_interpreter() for _ in range(3))
+    interpreter = min(timed(subprocess.run, [sys.executable, "-c", "pass"], check=True)
+                      for _ in range(3))
     out = {}
     for rule in rules:
         script = REPO / "workflow/scripts" / f"{rule.split('_')[0]}.py"
