@@ -55,19 +55,14 @@ def replay(calls) -> None:
 
 def measure(run: Path, repeat: int = 3) -> list[Row]:
     config = demo_config()
-    c = config["classifier"]
     folds = read_folds(str(run / "results/folds.tsv"))
     fold_ids = sorted(f for f in folds["fold"].unique() if f >= 0)
     rows = []
     for experiment in config["experiments"]:
         if len(experiment["streams"]) < 2:
             continue
-        settings = Settings(fusion=experiment.get("fusion", "concat"),
-                            weights=experiment.get("weights", "mean"),
-                            aggregate=config["aggregate"], kind=c["kind"], kernel=c["kernel"],
-                            C=tuple(c["C"]), gamma=tuple(c["gamma"]),
-                            class_weight=c["class_weight"], inner_folds=c["inner_folds"],
-                            seed=config["seed"])
+        settings = Settings.from_config(experiment, config["classifier"], config["aggregate"],
+                                        config["seed"])
         files = {s: {f: str(run / "results/features" / s / (
             f"fold{f}.h5" if config["streams"][s]["finetune"] == "per_fold" else "all.h5"))
             for f in fold_ids} for s in experiment["streams"]}

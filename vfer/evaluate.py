@@ -51,6 +51,17 @@ class Settings:
     inner_folds: int = 3
     seed: int = 0
 
+    @classmethod
+    def from_config(cls, experiment: dict, classifier: dict, aggregate: str,
+                    seed: int) -> Settings:
+        """Settings of one entry of ``experiments`` with the config's ``classifier``."""
+        return cls(fusion=experiment.get("fusion", "concat"),
+                   weights=experiment.get("weights", "mean"), aggregate=aggregate,
+                   kind=classifier["kind"], kernel=classifier["kernel"],
+                   C=tuple(classifier["C"]), gamma=tuple(classifier["gamma"]),
+                   class_weight=classifier["class_weight"],
+                   inner_folds=classifier["inner_folds"], seed=seed)
+
     def grid(self) -> list[dict]:
         gammas = self.gamma if self.kind == "svc" and self.kernel == "rbf" else ("scale",)
         return [{"C": float(c), "gamma": g} for c in self.C for g in gammas]
