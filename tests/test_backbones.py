@@ -162,7 +162,9 @@ def test_torchvision_resnet_files_load_into_se_resnets(tmp_path):
     se_before = model.layer2[1].se.fc1.weight.clone()
     with pytest.raises(WeightsError, match=r"r18.pth: layer 'layer1.0.se.fc1.weight' is missing"):
         load_weights(model, tmp_path / "r18.pth", "fc")
-    info = load_weights(model, tmp_path / "r18.pth", "fc", optional=(".se.",))
+    meta = BACKBONES.meta("se_resnet18")
+    info = load_weights(model, tmp_path / "r18.pth", meta["head"],
+                        optional=meta["optional_weights"])
     assert info["head_loaded"] and info["missing_optional"] == 32
     state = model.state_dict()
     for key, value in source.state_dict().items():

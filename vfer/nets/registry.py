@@ -65,7 +65,9 @@ _RESNET_TAPS = {"layer1": "map", "layer2": "map", "layer3": "map", "layer4": "ma
 #: ``head``: the class layer's module name (re-sized, not loaded from weights files);
 #: ``inputs``: "image" (a branch needs a size), "vector" (size None) or "any";
 #: ``options``: keys allowed under a branch's ``backbone_options``; ``blocks``: residual blocks
-#: that multiplicative gating can address (``layer3.0`` = torchvision's name of conv4_1).
+#: that multiplicative gating can address (``layer3.0`` = torchvision's name of conv4_1);
+#: ``optional_weights``: substrings of parameter names that ``torchvision_file`` lacks (left at
+#: initialisation: ``load_weights(..., optional=...)``).
 BACKBONES = Registry("backbone", [
     Entry("alexnet", f"{_B}:AlexNet", {
         "inputs": "image",
@@ -88,12 +90,12 @@ BACKBONES = Registry("backbone", [
     Entry("se_resnet18", f"{_B}:se_resnet18", {
         "inputs": "image",
         "input_size": 224, "taps": _RESNET_TAPS, "default_tap": "pool", "head": "fc",
-        "options": ("width", "se_reduction"), "blocks": True,
+        "options": ("width", "se_reduction"), "blocks": True, "optional_weights": (".se.",),
         "torchvision_file": "resnet18-f37072fd.pth"}),
     Entry("se_resnet50", f"{_B}:se_resnet50", {
         "inputs": "image",
         "input_size": 224, "taps": _RESNET_TAPS, "default_tap": "pool", "head": "fc",
-        "options": ("width", "se_reduction"), "blocks": True,
+        "options": ("width", "se_reduction"), "blocks": True, "optional_weights": (".se.",),
         "torchvision_file": "resnet50-0676ba61.pth"}),
     Entry("small_cnn", f"{_B}:SmallCNN", {
         "inputs": "image",
