@@ -63,45 +63,56 @@ _RESNET_TAPS = {"layer1": "map", "layer2": "map", "layer3": "map", "layer4": "ma
 #: Per-input feature extractors. ``taps``: tap name -> "map" or "vector" (what it outputs per
 #: image, or per time step for clip backbones); ``clip``: takes a whole segment at once;
 #: ``head``: the class layer's module name (re-sized, not loaded from weights files);
+#: ``inputs``: "image" (a branch needs a size), "vector" (size None) or "any";
 #: ``options``: keys allowed under a branch's ``backbone_options``; ``blocks``: residual blocks
-#: that multiplicative gating can address (``layer3.0`` = torchvision's name of conv4_1).
+#: that multiplicative gating can address (``layer3.0`` = torchvision's name of conv4_1);
+#: ``optional_weights``: substrings of parameter names that ``torchvision_file`` lacks (left at
+#: initialisation: ``load_weights(..., optional=...)``).
 BACKBONES = Registry("backbone", [
     Entry("alexnet", f"{_B}:AlexNet", {
+        "inputs": "image",
         "input_size": 227, "taps": {"conv5": "map", "fc6": "vector", "fc7": "vector"},
         "default_tap": "fc6", "head": "classifier.6", "options": ("width",),
         "torchvision_file": "alexnet-owt-7be5be79.pth"}),
     Entry("vgg16", f"{_B}:VGG16", {
+        "inputs": "image",
         "input_size": 224, "taps": {"pool5": "map", "fc6": "vector", "fc7": "vector"},
         "default_tap": "fc6", "head": "classifier.6", "options": ("width",),
         "torchvision_file": "vgg16-397923af.pth"}),
     Entry("resnet18", f"{_B}:resnet18", {
+        "inputs": "image",
         "input_size": 224, "taps": _RESNET_TAPS, "default_tap": "pool", "head": "fc",
         "options": ("width",), "blocks": True, "torchvision_file": "resnet18-f37072fd.pth"}),
     Entry("resnet50", f"{_B}:resnet50", {
+        "inputs": "image",
         "input_size": 224, "taps": _RESNET_TAPS, "default_tap": "pool", "head": "fc",
         "options": ("width",), "blocks": True, "torchvision_file": "resnet50-0676ba61.pth"}),
     Entry("se_resnet18", f"{_B}:se_resnet18", {
+        "inputs": "image",
         "input_size": 224, "taps": _RESNET_TAPS, "default_tap": "pool", "head": "fc",
-        "options": ("width", "se_reduction"), "blocks": True,
+        "options": ("width", "se_reduction"), "blocks": True, "optional_weights": (".se.",),
         "torchvision_file": "resnet18-f37072fd.pth"}),
     Entry("se_resnet50", f"{_B}:se_resnet50", {
+        "inputs": "image",
         "input_size": 224, "taps": _RESNET_TAPS, "default_tap": "pool", "head": "fc",
-        "options": ("width", "se_reduction"), "blocks": True,
+        "options": ("width", "se_reduction"), "blocks": True, "optional_weights": (".se.",),
         "torchvision_file": "resnet50-0676ba61.pth"}),
     Entry("small_cnn", f"{_B}:SmallCNN", {
+        "inputs": "image",
         "input_size": 128, "taps": {"conv": "map", "fc": "vector"}, "default_tap": "fc",
         "head": "classifier.1", "options": ("channels", "kernels", "pool", "fc")}),
     Entry("c3d", f"{_B}:C3D", {
+        "inputs": "image",
         "input_size": 64, "clip": True,
         "taps": {"conv1": "map", "conv2": "map", "conv3": "map", "conv4": "map",
                  "conv5": "map", "fc": "vector"},
         "default_tap": "fc", "head": "classifier.1", "options": ("width", "fc")}),
     Entry("identity", f"{_B}:Identity", {
-        "input_size": None, "taps": {"input": "same"}, "default_tap": "input", "head": None,
-        "options": ()}),
+        "inputs": "any", "input_size": None, "taps": {"input": "same"},
+        "default_tap": "input", "head": None, "options": ()}),
     Entry("mlp", f"{_B}:MLP", {
-        "input_size": None, "taps": {"fc": "vector"}, "default_tap": "fc", "head": None,
-        "options": ("hidden",)}),
+        "inputs": "vector", "input_size": None, "taps": {"fc": "vector"},
+        "default_tap": "fc", "head": None, "options": ("hidden",)}),
 ])
 
 _T = "vfer.nets.temporal"
