@@ -1,0 +1,65 @@
+"""Bad tables, configs, arguments and videos: each stops (or fails its video) with a message
+naming the value, the file and the line, never a traceback or a silently wrong result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vfer.folds import assign_folds, read_folds
+from vfer.samples import SamplesError, load_samples
+
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/samples.schema.yaml"
+CLASSES = ["anger", "happiness"]
+HEADER = "video_id\tpath\tlabel\tsubject"
+
+
+def write_table(tmp_path: Path, text: str, name: str = "samples.tsv") -> Path:
+    """A samples table holding ``text`` next to the files v/a.avi, v/b.avi, v/c.avi."""
+    (tmp_path / "v").mkdir(exist_ok=True)
+    for clip in ("a", "b", "c"):
+        (tmp_path / "v" / f"{clip}.avi").write_bytes(b"x")
+    table = tmp_path / name
+    table.write_bytes(text.encode())
+    return table
+
+
+def fails(table: Path, message: str, classes=CLASSES) -> None:
+    """Loading ``table`` stops with exactly ``message`` (``{table}`` stands for its path)."""
+    with pytest.raises(SamplesError) as error:
+        load_samples(table, classes, SCHEMA)
+    assert str(error.value) == message.format(table=table, folder=table.parent)
+
+
+# 1. ids that pandas would read as missing values or numbers stay exact, distinct strings
+
+ODD_SUBJECTS = ["NA", "N/A", "null", "None", "nan", "007", "7", "1e3"]
+ODD_IDS = ["NA", "null", "None", "nan", "007", "7", "1e3", "1.50"]  # no "/" in ids
+
+
+def test_odd_ids_stay_exact_strings_through_samples_and_folds(tmp_path):
+    rows = [f"{v}\tv/clip{i}.avi\t{CLASSES[i % 2]}\t{s}"
+            for i, (v, s) in enumerate(zip(ODD_IDS, ODD_SUBJECTS))]
+    samples = load_samples(write_table(tmp_path, "\n".join([HEADER] + rows) + "\n"), CLASSES,
+                           SCHEMA, check_files=False)
+    assert samples["video_id"].tolist() == ODD_IDS
+    assert samples["subject"].tolist() == ODD_SUBJECTS
+    folds_file = tmp_path / "folds.tsv"
+    assign_folds(samples, "loso").to_csv(folds_file, sep="\t", index=False)  # as the folds rule
+    folds = read_folds(str(folds_file))
+    assert folds["video_id"].tolist() == ODD_IDS
+    assert folds["subject"].tolist() == ODD_SUBJECTS
+    assert folds["fold"].dtype.kind == "i"
+    assert folds.groupby("subject")["fold"].nunique().eq(1).all()
+    assert folds["fold"].nunique() == len(ODD_SUBJECTS)  # 8 distinct subjects, 8 folds
+
+
+@pytest.mark.parametrize("row, message", [
+    ("\tv/a.avi\tanger\tS1", "{table} line 2 (video_id ''): column 'video_id': '' does not match "
+                             "'^[A-Za-z0-9][A-Za-z0-9_.+-]*$'"),
+    ("a\tv/a.avi\tanger\t", "{table} line 2 (video_id 'a'): column 'subject': '' does not match "
+                            "'^\\\\S+$'"),
+])
+def test_empty_ids_are_still_errors(tmp_path, row, message):
+    fails(write_table(tmp_path, f"{HEADER}\n{row}\n"), message)
