@@ -63,3 +63,36 @@ def test_odd_ids_stay_exact_strings_through_samples_and_folds(tmp_path):
 ])
 def test_empty_ids_are_still_errors(tmp_path, row, message):
     fails(write_table(tmp_path, f"{HEADER}\n{row}\n"), message)
+
+
+# 10. true line numbers (blank lines, quoted newlines, CRLF) and empty tables
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_line_numbers_count_blank_lines_and_quoted_newlines(tmp_path, newline):
+    lines = [HEADER + "\tnote", "", "a\tv/a.avi\tanger\tS1\t\"a note", "on two lines\"", "",
+             "b\tv/b.avi\tangry\tS2\tshort"]
+    table = write_table(tmp_path, newline.join(lines) + newline)
+    fails(table, "{table} line 6 (video_id 'b'): label 'angry' is not one of the configured "
+                 "classes ['anger', 'happiness']")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "{table}: empty table: no header and no rows; write a header with the columns "
+         "video_id, path, label, subject (and split), then one row per video"),
+    ("\n\n", "{table}: empty table: no header and no rows; write a header with the columns "
+             "video_id, path, label, subject (and split), then one row per video"),
+    (HEADER + "\n", "{table}: no rows under the header; add one row per video"),
+    (f"{HEADER}\na\tv/a.avi\tanger\tS1\tx\n", "{table} line 2: 5 fields, but the header has 4 "
+                                              "(video_id, path, label, subject)"),
+    ("video_id,path,label,subject\n", "{table}: missing column(s) ['video_id', 'path', 'label', "
+                                      "'subject']; required: ['video_id', 'path', 'label', "
+                                      "'subject']; found: ['video_id,path,label,subject']"),
+])
+def test_empty_and_malformed_tables_name_the_file(tmp_path, text, message):
+    fails(write_table(tmp_path, text), message)
+
+
+def test_csv_tables_with_a_byte_order_mark(tmp_path):
+    table = write_table(tmp_path, "\ufeffvideo_id,path,label,subject\na,v/a.avi,anger,S1\n"
+                                  "b,v/b.avi,happiness,S2\n", name="samples.csv")
+    assert load_samples(table, CLASSES, SCHEMA)["video_id"].tolist() == ["a", "b"]

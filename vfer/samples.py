@@ -1,12 +1,14 @@
 """The samples table: one row per video (video_id, path, label, subject[, split]).
 
 ``load_samples`` validates the whole table before any job runs and stops at the first problem
-with a message that names the table, the row (1-based line number in the file) and the column.
-Relative paths are resolved against the table's own folder.
+with a message that names the table, the row (the 1-based line on which it starts in the file)
+and the column. Every value is kept as exact text: ``NA``, ``null`` and ``007`` are ids, not
+missing values or numbers. Relative paths are resolved against the table's own folder.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -21,16 +23,109 @@ class SamplesError(ValueError):
     """A samples table that cannot be used."""
 
 
+def _records(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """The header, the rows (padded to the header's width) and the line each row starts on.
+
+    Blank lines are skipped; a quoted field may span lines.
+    """
+    delimiter = "," if path.suffix.lower() == ".csv" else "\t"
+    header, rows, lines, end = None, [], [], 0
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh, delimiter=delimiter)
+            for record in reader:
+                start, end = end + 1, reader.line_num
+                if not record:
+                    continue
+                if header is None:
+                    header = _checked_header(path, start, record)
+                    continue
+                if len(record) > len(header):
+                    raise SamplesError(f"{path} line {start}: {len(record)} fields, but the "
+                                       f"header has {len(header)} ({', '.join(header)})")
+                rows.append(record + [""] * (len(header) - len(record)))
+                lines.append(start)
+    except csv.Error as exc:
+        raise SamplesError(f"{path} line {end + 1}: not a readable table: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise SamplesError(f"{path}: not a UTF-8 text table: {exc}") from exc
+    if header is None:
+        raise SamplesError(f"{path}: empty table: no header and no rows; write a header with the "
+                           f"columns {', '.join(REQUIRED)} (and split), then one row per video")
+    return header, rows, lines
+
+
+def _checked_header(path: Path, line: int, header: list[str]) -> list[str]:
+    """The header, unless a column name appears in it twice (unnamed columns may)."""
+    repeated = sorted({c for c in header if c and header.count(c) > 1})
+    if repeated:
+        raise SamplesError(f"{path} line {line}: column(s) {repeated} appear more than once in "
+                           "the header")
+    return header
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a TSV (or .csv) table with every column as text."""
+    """Read a TSV (or .csv) table with every column as exact text, indexed by the 1-based line
+    on which each row starts in the file."""
     path = Path(path)
     if not path.is_file():
         raise SamplesError(f"samples table not found: {path}")
-    sep = "," if path.suffix.lower() == ".csv" else "\t"
-    try:
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise SamplesError(f"{path}: not a readable table: {exc}") from exc
+    header, rows, lines = _records(path)
+    return pd.DataFrame(rows, columns=header, index=pd.Index(lines, name="line"), dtype=str)
+
+
+def _row_error(validator, row: dict) -> str | None:
+    """The first schema violation or empty required column of a row, as a message."""
+    if validator is not None:
+        error = next(iter(sorted(validator.iter_errors(row), key=str)), None)
+        if error is not None:
+            column = error.path[0] if error.path else ", ".join(error.validator_value) \
+                if error.validator == "required" else "?"
+            return f"column {column!r}: {error.message}"
+    for column in REQUIRED:
+        if not row[column].strip():
+            return f"empty {column!r}"
+    return None
+
+
+def _resolve(table: Path, row: dict, check_files: bool) -> tuple[str | None, str]:
+    """(problem or None, the row's video path resolved against the table's folder)."""
+    video = Path(row["path"])
+    if not video.is_absolute():
+        video = table.parent / video
+    video = os.path.normpath(video)
+    if check_files and not os.path.exists(video):
+        return f"file not found: {video}", video
+    return None, video
+
+
+class _Seen:
+    """The ids of the rows read so far, to find a row that repeats one."""
+
+    def __init__(self):
+        self.ids: dict[str, int] = {}
+
+    def repeated_id(self, line: int, video_id: str) -> str | None:
+        """The problem of an id seen before."""
+        if video_id in self.ids:
+            return f"duplicate video_id, first seen on line {self.ids[video_id]}"
+        self.ids[video_id] = line
+        return None
+
+
+def _checked_row(path: Path, line: int, row: dict, validator, known: set[str], seen: _Seen,
+                 check_files: bool) -> str:
+    """The row's resolved video path; raises SamplesError naming the row's first problem."""
+    where = f"{path} line {line} (video_id {row['video_id']!r})"
+    problem = _row_error(validator, row) or seen.repeated_id(line, row["video_id"])
+    if not problem and row["label"] not in known:
+        problem = f"label {row['label']!r} is not one of the configured classes {sorted(known)}"
+    if problem:
+        raise SamplesError(f"{where}: {problem}")
+    problem, video = _resolve(path, row, check_files)
+    if problem:
+        raise SamplesError(f"{where}: {problem}")
+    return video
 
 
 def load_samples(path: str | os.PathLike, classes: list[str], schema: str | os.PathLike | None = None,
@@ -40,39 +135,15 @@ def load_samples(path: str | os.PathLike, classes: list[str], schema: str | os.P
     table = read_table(path)
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
-        raise SamplesError(f"{path}: missing column(s) {missing}; required: {list(REQUIRED)}")
+        raise SamplesError(f"{path}: missing column(s) {missing}; required: {list(REQUIRED)}; "
+                           f"found: {list(table.columns)}")
     if table.empty:
-        raise SamplesError(f"{path}: no rows")
+        raise SamplesError(f"{path}: no rows under the header; add one row per video")
     validator = None
     if schema is not None:
         with open(schema) as fh:
             validator = jsonschema.Draft202012Validator(yaml.safe_load(fh))
-    seen: dict[str, int] = {}
-    known = set(classes)
-    resolved = []
-    for i, row in enumerate(table.to_dict("records")):
-        line = i + 2  # header is line 1
-        where = f"{path} line {line} (video_id {row['video_id']!r})"
-        if validator is not None:
-            error = next(iter(sorted(validator.iter_errors(row), key=str)), None)
-            if error is not None:
-                column = error.path[0] if error.path else ", ".join(error.validator_value) \
-                    if error.validator == "required" else "?"
-                raise SamplesError(f"{where}: column {column!r}: {error.message}")
-        for column in REQUIRED:
-            if not row[column].strip():
-                raise SamplesError(f"{where}: empty {column!r}")
-        if row["video_id"] in seen:
-            raise SamplesError(f"{where}: duplicate video_id, first seen on line {seen[row['video_id']]}")
-        seen[row["video_id"]] = line
-        if row["label"] not in known:
-            raise SamplesError(f"{where}: label {row['label']!r} is not one of the configured "
-                               f"classes {sorted(known)}")
-        video = Path(row["path"])
-        if not video.is_absolute():
-            video = path.parent / video
-        if check_files and not video.exists():
-            raise SamplesError(f"{where}: file not found: {video}")
-        resolved.append(os.path.normpath(video))
-    table["path"] = resolved
-    return table
+    seen, known = _Seen(), set(classes)
+    table["path"] = [_checked_row(path, line, row, validator, known, seen, check_files)
+                     for line, row in zip(table.index, table.to_dict("records"))]
+    return table.reset_index(drop=True)
