@@ -65,6 +65,16 @@ def test_empty_ids_are_still_errors(tmp_path, row, message):
     fails(write_table(tmp_path, f"{HEADER}\n{row}\n"), message)
 
 
+# 4. a configured class without videos
+
+def test_configured_classes_without_videos_stop_validation(tmp_path):
+    table = write_table(tmp_path, f"{HEADER}\na\tv/a.avi\tanger\tS1\nb\tv/b.avi\thappiness\tS2\n")
+    fails(table, "config class 'fear' has no video in {table}; remove it from classes or add "
+                 "its videos", classes=["anger", "fear", "happiness"])
+    fails(table, "config classes 'fear', 'sadness' have no video in {table}; remove them from "
+                 "classes or add their videos", classes=["anger", "fear", "happiness", "sadness"])
+
+
 # 10. true line numbers (blank lines, quoted newlines, CRLF) and empty tables
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])

@@ -99,6 +99,18 @@ def _resolve(table: Path, row: dict, check_files: bool) -> tuple[str | None, str
     return None, video
 
 
+def _missing_classes(path: Path, labels, classes: list[str]) -> None:
+    """Stop if a configured class has no video in the table."""
+    present = set(labels)
+    absent = [c for c in classes if c not in present]
+    if len(absent) == 1:
+        raise SamplesError(f"config class {absent[0]!r} has no video in {path}; remove it from "
+                           "classes or add its videos")
+    if absent:
+        raise SamplesError(f"config classes {', '.join(map(repr, absent))} have no video in "
+                           f"{path}; remove them from classes or add their videos")
+
+
 class _Seen:
     """The ids of the rows read so far, to find a row that repeats one."""
 
@@ -146,4 +158,5 @@ def load_samples(path: str | os.PathLike, classes: list[str], schema: str | os.P
     seen, known = _Seen(), set(classes)
     table["path"] = [_checked_row(path, line, row, validator, known, seen, check_files)
                      for line, row in zip(table.index, table.to_dict("records"))]
+    _missing_classes(path, table["label"], classes)
     return table.reset_index(drop=True)
