@@ -3,6 +3,7 @@ naming the value, the file and the line, never a traceback or a silently wrong r
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,33 @@ def test_configured_classes_without_videos_stop_validation(tmp_path):
                  "its videos", classes=["anger", "fear", "happiness"])
     fails(table, "config classes 'fear', 'sadness' have no video in {table}; remove them from "
                  "classes or add their videos", classes=["anger", "fear", "happiness", "sadness"])
+
+
+# 5. one video file under two rows; video ids that differ only in case
+
+def test_one_file_under_two_subjects_names_both_rows(tmp_path):
+    table = write_table(tmp_path, f"{HEADER}\na\tv/a.avi\tanger\tS1\nb\tv/c.avi\tanger\tS2\n"
+                                  "c\tv/../v/a.avi\thappiness\tS3\n")
+    fails(table, "{table} line 4 (video_id 'c'): same video file as line 2 (video_id 'a', "
+                 "subject 'S1'): {folder}/v/a.avi; list each video once (under two subjects, "
+                 "'S1' and 'S3', it would be trained on in the folds that test it)")
+
+
+@pytest.mark.parametrize("link", [os.symlink, os.link])
+def test_one_file_through_a_link_and_an_absolute_path(tmp_path, link):
+    table = write_table(tmp_path, f"{HEADER}\na\t{tmp_path}/v/b.avi\tanger\tS1\n"
+                                  "b\tv/a.avi\thappiness\tS1\nc\tlink.avi\thappiness\tS1\n")
+    link(tmp_path / "v/b.avi", tmp_path / "link.avi")
+    fails(table, "{table} line 4 (video_id 'c'): same video file as line 2 (video_id 'a', "
+                 "subject 'S1'): {folder}/link.avi; list each video once")
+
+
+def test_video_ids_differing_only_in_case(tmp_path):
+    table = write_table(tmp_path, f"{HEADER}\nClip1\tv/a.avi\tanger\tS1\n"
+                                  "clip2\tv/b.avi\thappiness\tS1\nclip1\tv/c.avi\tanger\tS2\n")
+    fails(table, "{table} line 4 (video_id 'clip1'): video_id differs only in case from 'Clip1' "
+                 "on line 2 (they collide on case-insensitive file systems and in HDF5 group "
+                 "names); rename one")
 
 
 # 10. true line numbers (blank lines, quoted newlines, CRLF) and empty tables

@@ -111,18 +111,46 @@ def _missing_classes(path: Path, labels, classes: list[str]) -> None:
                            f"{path}; remove them from classes or add their videos")
 
 
+def _file_identity(video: str) -> object:
+    """Equal for two names of one file: its device and inode (through links, '..' and case
+    on case-insensitive file systems), or the real path of a file that does not exist."""
+    try:
+        status = os.stat(video)
+    except OSError:
+        return os.path.realpath(video)
+    return status.st_dev, status.st_ino
+
+
 class _Seen:
-    """The ids of the rows read so far, to find a row that repeats one."""
+    """The ids and video files of the rows read so far, to find a row that repeats one."""
 
     def __init__(self):
         self.ids: dict[str, int] = {}
+        self.folded: dict[str, tuple[int, str]] = {}
+        self.files: dict[object, tuple[int, dict]] = {}
 
     def repeated_id(self, line: int, video_id: str) -> str | None:
-        """The problem of an id seen before."""
+        """The problem of an id seen before, exactly or but for case."""
         if video_id in self.ids:
             return f"duplicate video_id, first seen on line {self.ids[video_id]}"
         self.ids[video_id] = line
+        first, other = self.folded.setdefault(video_id.casefold(), (line, video_id))
+        if first != line:
+            return (f"video_id differs only in case from {other!r} on line {first} (they collide "
+                    "on case-insensitive file systems and in HDF5 group names); rename one")
         return None
+
+    def repeated_file(self, line: int, row: dict, video: str) -> str | None:
+        """The problem of a video file that an earlier row lists (under another name, too)."""
+        first, other = self.files.setdefault(_file_identity(video), (line, row))
+        if first == line:
+            return None
+        message = (f"same video file as line {first} (video_id {other['video_id']!r}, subject "
+                   f"{other['subject']!r}): {video}; list each video once")
+        if other["subject"] != row["subject"]:
+            message += (f" (under two subjects, {other['subject']!r} and {row['subject']!r}, it "
+                        "would be trained on in the folds that test it)")
+        return message
 
 
 def _checked_row(path: Path, line: int, row: dict, validator, known: set[str], seen: _Seen,
@@ -135,6 +163,7 @@ def _checked_row(path: Path, line: int, row: dict, validator, known: set[str], s
     if problem:
         raise SamplesError(f"{where}: {problem}")
     problem, video = _resolve(path, row, check_files)
+    problem = problem or seen.repeated_file(line, row, video)
     if problem:
         raise SamplesError(f"{where}: {problem}")
     return video
