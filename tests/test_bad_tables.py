@@ -103,6 +103,30 @@ def test_video_ids_differing_only_in_case(tmp_path):
                  "names); rename one")
 
 
+# 9. paths that Snakemake would not take literally (it stops the DAG: UndefinedPathvarException,
+# WildcardError; or reads another file: <results> becomes 'results')
+
+@pytest.mark.parametrize("name, found", [
+    ("<script>.avi", "'<script>', which Snakemake would read as a path variable"),
+    ("clip<results>.avi", "'<results>', which Snakemake would read as a path variable"),
+    ("clip{take}.avi", "'{{take}}', which Snakemake would read as a wildcard"),
+])
+def test_snakemake_placeholders_in_paths_are_refused(tmp_path, name, found):
+    table = write_table(tmp_path, f"{HEADER}\na\tv/a.avi\tanger\tS1\nb\tv/{name}\thappiness\tS2\n")
+    (tmp_path / "v" / name).write_bytes(b"x")
+    fails(table, "{table} line 3 (video_id 'b'): column 'path': {folder}/v/" + name.replace(
+        "{", "{{").replace("}", "}}") + f" holds {found}, not as part of the name; rename the "
+        "file (or its folder) without '<...>' and '{{...}}'")
+
+
+def test_a_table_whose_own_path_holds_a_placeholder(tmp_path):
+    folder = tmp_path / "<data>"
+    folder.mkdir()
+    table = write_table(folder, f"{HEADER}\na\tv/a.avi\tanger\tS1\n")
+    fails(table, "{table}: the table's path holds '<data>', which Snakemake would read as a "
+                 "path variable, not as part of the name; rename or move it")
+
+
 # 10. true line numbers (blank lines, quoted newlines, CRLF) and empty tables
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])

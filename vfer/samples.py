@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import jsonschema
@@ -17,6 +18,9 @@ import pandas as pd
 import yaml
 
 REQUIRED = ("video_id", "path", "label", "subject")
+#: What Snakemake reads inside a file path instead of taking it literally.
+SNAKEMAKE_PLACEHOLDERS = {"path variable": re.compile(r"<\w+>"),
+                          "wildcard": re.compile(r"\{\s*\w[^{}]*\}")}
 
 
 class SamplesError(ValueError):
@@ -74,6 +78,15 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=header, index=pd.Index(lines, name="line"), dtype=str)
 
 
+def snakemake_placeholder(path: str) -> str | None:
+    """Describe the first part of ``path`` that Snakemake would not take literally, if any."""
+    for kind, pattern in SNAKEMAKE_PLACEHOLDERS.items():
+        match = pattern.search(path)
+        if match:
+            return f"{match[0]!r}, which Snakemake would read as a {kind}, not as part of the name"
+    return None
+
+
 def _row_error(validator, row: dict) -> str | None:
     """The first schema violation or empty required column of a row, as a message."""
     if validator is not None:
@@ -94,6 +107,10 @@ def _resolve(table: Path, row: dict, check_files: bool) -> tuple[str | None, str
     if not video.is_absolute():
         video = table.parent / video
     video = os.path.normpath(video)
+    placeholder = snakemake_placeholder(video)
+    if placeholder:
+        return (f"column 'path': {video} holds {placeholder}; rename the file (or its folder) "
+                "without '<...>' and '{...}'"), video
     if check_files and not os.path.exists(video):
         return f"file not found: {video}", video
     return None, video
@@ -173,6 +190,9 @@ def load_samples(path: str | os.PathLike, classes: list[str], schema: str | os.P
                  check_files: bool = True) -> pd.DataFrame:
     """Validated samples table with ``path`` resolved (relative paths are relative to the table)."""
     path = Path(path)
+    placeholder = snakemake_placeholder(str(path))
+    if placeholder:
+        raise SamplesError(f"{path}: the table's path holds {placeholder}; rename or move it")
     table = read_table(path)
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
