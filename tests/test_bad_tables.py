@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from vfer.folds import assign_folds, read_folds
 from vfer.samples import SamplesError, load_samples
+from vfer.video import FrameSizeError, read_video
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/samples.schema.yaml"
 CLASSES = ["anger", "happiness"]
@@ -158,3 +161,77 @@ def test_csv_tables_with_a_byte_order_mark(tmp_path):
     table = write_table(tmp_path, "\ufeffvideo_id,path,label,subject\na,v/a.avi,anger,S1\n"
                                   "b,v/b.avi,happiness,S2\n", name="samples.csv")
     assert load_samples(table, CLASSES, SCHEMA)["video_id"].tolist() == ["a", "b"]
+
+
+# 6. a video whose frame size changes midway
+
+def write_mjpeg(path: Path, sizes: list[tuple[int, int]], seed: int = 0) -> Path:
+    """A raw MJPEG stream (FFmpeg reads it at 25 fps) of noisy frames of the given (w, h)."""
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as fh:
+        for w, h in sizes:
+            frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            fh.write(cv2.imencode(".jpg", frame)[1].tobytes())
+    return path
+
+
+def test_a_lower_frame_midway_fails_the_video(tmp_path):
+    path = write_mjpeg(tmp_path / "shrinks.mjpeg", [(320, 240)] * 25 + [(160, 120)] * 35)
+    message = (f"frame size changes from 320x240 to 120 rows at frame 25 (OpenCV keeps the "
+               f"first size and fills only the top 120 rows: rows 120-239 of frames 25-49 "
+               f"repeat frame 24 byte for byte); re-encode it at one frame size: {path}")
+    with pytest.raises(FrameSizeError) as error:
+        read_video(path)
+    assert str(error.value) == message
+
+
+def test_a_higher_frame_midway_fails_the_video(tmp_path):
+    path = write_mjpeg(tmp_path / "grows.mjpeg", [(160, 120)] * 25 + [(320, 240)] * 30)
+    message = (f"frame size changes from 160x120 to a larger size at frame 25 (OpenCV keeps "
+               f"the first size and stops decoding: frames 25-49 repeat frame 24 byte for "
+               f"byte), or the video freezes; re-encode it at one frame size: {path}")
+    with pytest.raises(FrameSizeError) as error:
+        read_video(path)
+    assert str(error.value) == message
+
+
+def test_an_image_sequence_whose_frame_size_changes(tmp_path):
+    rng = np.random.default_rng(0)
+    for i, (w, h) in enumerate([(320, 240)] * 3 + [(160, 120)] * 2):
+        cv2.imwrite(str(tmp_path / f"f{i + 1}.png"), rng.integers(0, 256, (h, w, 3), np.uint8))
+    with pytest.raises(FrameSizeError) as error:
+        read_video(tmp_path)
+    assert str(error.value) == (f"frame size changes from 320x240 to 160x120 at frame 3 (f4.png): "
+                                f"{tmp_path}")
+
+
+def test_static_videos_and_short_freezes_are_read(tmp_path):
+    from vfer.demo import write_video
+
+    rng = np.random.default_rng(1)
+    still = np.full((40, 120, 160, 3), 90, np.uint8)
+    live = rng.integers(0, 256, (30, 120, 160, 3), dtype=np.uint8)
+    boxed = live.copy()
+    boxed[:, 90:] = 0  # a letterbox band: the same from the first frame on
+    short_freeze = np.concatenate([live, np.repeat(live[-1:], 20, axis=0), live])
+    for name, frames in [("still", still), ("boxed", boxed), ("freeze", short_freeze)]:
+        write_video(tmp_path / f"{name}.avi", frames)
+        assert len(read_video(tmp_path / f"{name}.avi")[0]) == len(frames)
+
+
+def test_the_video_fails_alone_in_its_shard(tmp_path, demo_clip):
+    import h5py
+
+    from tests.conftest import stage_defaults
+    from vfer import faces
+
+    bad = write_mjpeg(tmp_path / "shrinks.mjpeg", [(320, 240)] * 25 + [(160, 120)] * 35)
+    out, failures = tmp_path / "s0000.h5", tmp_path / "s0000.failures.tsv"
+    rows = faces.process_shard([("bad", str(bad)), ("good", str(demo_clip[0]))], str(out),
+                               str(failures), str(tmp_path / "s0000.png"),
+                               stage_defaults("faces", size=[64, 64]), {})
+    assert [(r["video_id"], r["reason"].split(" (")[0]) for r in rows] == [
+        ("bad", "frame size changes from 320x240 to 120 rows at frame 25")]
+    assert str(bad) in rows[0]["reason"]
+    with h5py.File(out) as f:
+        assert list(f) == ["good"] and len(f["good/frames"]) == len(demo_clip[1])
