@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from vfer.cli import main
 from vfer.folds import assign_folds, read_folds
 from vfer.samples import SamplesError, load_samples
 from vfer.video import FrameSizeError, read_video
@@ -235,3 +236,26 @@ def test_the_video_fails_alone_in_its_shard(tmp_path, demo_clip):
     assert str(bad) in rows[0]["reason"]
     with h5py.File(out) as f:
         assert list(f) == ["good"] and len(f["good/frames"]) == len(demo_clip[1])
+
+
+# 12. demo-data arguments
+
+CHOICES = "anger, disgust, fear, happiness, sadness, surprise"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--classes", "neutral"], "--classes: the demo cannot animate 'neutral'; choose from "
+                               + CHOICES),
+    (["--classes", "anger", "anger"], "--classes: 'anger' is given more than once; list each "
+                                      "class once"),
+    (["--classes", "anger"], f"--classes: give at least 2 of {CHOICES} (a classifier needs two "
+                             "classes), got ['anger']"),
+    (["--subjects", "0"], "--subjects: must be at least 1, got 0"),
+    (["--clips", "0"], "--clips: must be at least 1, got 0"),
+    (["--seed", "-1"], "--seed: must be at least 0, got -1"),
+    (["--processes", "0"], "--processes: must be at least 1, got 0"),
+])
+def test_demo_data_refuses_bad_arguments(tmp_path, capsys, args, message):
+    assert main(["demo-data", str(tmp_path / "demo"), *args]) == 2
+    assert capsys.readouterr().err == f"vfer demo-data: error: {message}\n"
+    assert not (tmp_path / "demo").exists()

@@ -11,8 +11,13 @@ from vfer import BASIC_CLASSES
 def _demo_data(args: argparse.Namespace) -> int:
     from vfer import demo
 
-    table = demo.generate(args.outdir, seed=args.seed, subjects=args.subjects, clips=args.clips,
-                          classes=tuple(args.classes), processes=args.processes)
+    try:
+        table = demo.generate(args.outdir, seed=args.seed, subjects=args.subjects,
+                              clips=args.clips, classes=tuple(args.classes),
+                              processes=args.processes)
+    except demo.DemoArgumentError as exc:
+        print(f"vfer demo-data: error: --{exc.name}: {exc.reason}", file=sys.stderr)
+        return 2
     print(table)
     return 0
 
