@@ -259,3 +259,27 @@ def test_demo_data_refuses_bad_arguments(tmp_path, capsys, args, message):
     assert main(["demo-data", str(tmp_path / "demo"), *args]) == 2
     assert capsys.readouterr().err == f"vfer demo-data: error: {message}\n"
     assert not (tmp_path / "demo").exists()
+
+
+# 13. vfer manifest --config: a config is data (yaml.safe_load), errors name the file and line
+
+@pytest.mark.parametrize("text, message", [
+    ("classes: !!python/object/apply:os.system ['echo hi']\n",
+     "{config} line 1: YAML tag '!!python/object/apply:os.system' is refused (vfer reads "
+     "configs with safe_load; a config file is data, not code)"),
+    ("seed: 0\nclasses: [anger,\n  happiness\nstreams: {}\n",
+     "{config} line 4: invalid YAML: expected ',' or ']', but got ':' (while parsing a flow "
+     "sequence)"),
+    ("- anger\n- happiness\n", "{config}: not a config: it holds a list, not a mapping of "
+                               "settings"),
+    ("classes: anger\n", "{config}: classes must be a list of class names, got 'anger'"),
+])
+def test_manifest_config_errors_name_the_file_and_line(tmp_path, capsys, text, message):
+    config = tmp_path / "my.yaml"
+    config.write_text(text)
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "samples.tsv"
+    assert main(["manifest", str(tmp_path / "data"), "--layout", "generic", "-o", str(out),
+                 "--config", str(config)]) == 2
+    assert capsys.readouterr().err == f"vfer manifest: error: {message.format(config=config)}\n"
+    assert not out.exists()
