@@ -3,33 +3,79 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from typing import TYPE_CHECKING
 
 from vfer import BASIC_CLASSES
+
+if TYPE_CHECKING:
+    import yaml
 
 
 def _demo_data(args: argparse.Namespace) -> int:
     from vfer import demo
 
-    table = demo.generate(args.outdir, seed=args.seed, subjects=args.subjects, clips=args.clips,
-                          classes=tuple(args.classes), processes=args.processes)
+    try:
+        table = demo.generate(args.outdir, seed=args.seed, subjects=args.subjects,
+                              clips=args.clips, classes=tuple(args.classes),
+                              processes=args.processes)
+    except demo.DemoArgumentError as exc:
+        print(f"vfer demo-data: error: --{exc.name}: {exc.reason}", file=sys.stderr)
+        return 2
     print(table)
     return 0
+
+
+def _yaml_error(path: str, exc: yaml.MarkedYAMLError) -> str:
+    """A YAML error as one line naming the file and the line."""
+    line = f"{path} line {exc.problem_mark.line + 1}" if exc.problem_mark else path
+    tag = re.match(r"could not determine a constructor for the tag '(.*)'$", exc.problem or "")
+    if tag:
+        name = tag[1].replace("tag:yaml.org,2002:", "!!")
+        return (f"{line}: YAML tag {name!r} is refused (vfer reads configs with safe_load; a "
+                "config file is data, not code)")
+    context = f" ({exc.context})" if exc.context else ""
+    return f"{line}: invalid YAML: {exc.problem}{context}"
+
+
+def _config_classes(path: str) -> list[str] | None:
+    """The ``classes`` of a config file (None if it has none), read as data with safe_load."""
+    import yaml
+
+    from vfer.manifest import ManifestError
+
+    try:
+        with open(path) as fh:
+            config = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read the config: {exc.strerror}") from None
+    except yaml.MarkedYAMLError as exc:
+        raise ManifestError(_yaml_error(path, exc)) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: invalid YAML: {exc}") from None
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise ManifestError(f"{path}: not a config: it holds a {type(config).__name__}, not a "
+                            "mapping of settings")
+    classes = config.get("classes")
+    if classes is not None and not (isinstance(classes, list)
+                                    and all(isinstance(c, str) for c in classes)):
+        raise ManifestError(f"{path}: classes must be a list of class names, got {classes!r}")
+    return classes
 
 
 def _manifest(args: argparse.Namespace) -> int:
     import os
 
-    import yaml
-
     from vfer import manifest
 
-    classes = args.classes
-    if classes is None and args.config:
-        with open(args.config) as fh:
-            classes = (yaml.safe_load(fh) or {}).get("classes")
     out_dir = os.path.dirname(os.path.abspath(args.output))
     try:
+        classes = args.classes
+        if classes is None and args.config:
+            classes = _config_classes(args.config)
         m = manifest.build(args.layout, args.root, classes, out_dir, args.ignore_unmatched,
                            labels=args.labels, csv=args.csv, modality=args.modality)
     except manifest.ManifestError as exc:

@@ -489,6 +489,36 @@ def _render_subject(job: tuple) -> list[dict]:
     return rows
 
 
+class DemoArgumentError(ValueError):
+    """An argument of ``generate`` out of its range; ``name`` is the argument."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.name, self.reason = name, reason
+
+
+def check_arguments(seed: int, subjects: int, clips: int, classes: tuple[str, ...],
+                    processes: int | None) -> None:
+    """Raise DemoArgumentError for the first argument of ``generate`` out of its range."""
+    for name, value, least in (("seed", seed, 0), ("subjects", subjects, 1), ("clips", clips, 1)):
+        if value < least:
+            raise DemoArgumentError(name, f"must be at least {least}, got {value}")
+    if processes is not None and processes < 1:
+        raise DemoArgumentError("processes", f"must be at least 1, got {processes}")
+    choices = ", ".join(EXPRESSIONS)
+    unknown = [c for c in classes if c not in EXPRESSIONS]
+    if unknown:
+        raise DemoArgumentError("classes", f"the demo cannot animate {unknown[0]!r}; choose from "
+                                           f"{choices}")
+    repeated = [c for c in EXPRESSIONS if list(classes).count(c) > 1]
+    if repeated:
+        raise DemoArgumentError("classes", f"{repeated[0]!r} is given more than once; list each "
+                                           "class once")
+    if len(classes) < 2:
+        raise DemoArgumentError("classes", f"give at least 2 of {choices} (a classifier needs two "
+                                           f"classes), got {list(classes)}")
+
+
 def generate(outdir: str | os.PathLike, seed: int = 0, subjects: int = 10, clips: int = 2,
              classes: tuple[str, ...] = BASIC_CLASSES, processes: int | None = None) -> Path:
     """Write the demo dataset (videos + ``samples.tsv``) to ``outdir``; returns the table path.
@@ -497,11 +527,9 @@ def generate(outdir: str | os.PathLike, seed: int = 0, subjects: int = 10, clips
     """
     from multiprocessing import get_context
 
+    check_arguments(seed, subjects, clips, classes, processes)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    unknown = set(classes) - set(EXPRESSIONS)
-    if unknown:
-        raise ValueError(f"the demo cannot animate {sorted(unknown)}; choose from {list(EXPRESSIONS)}")
     jobs = [(outdir, seed, i, tuple(classes), clips) for i in range(subjects)]
     processes = max(1, min(processes or os.cpu_count() or 1, subjects))
     if processes == 1:

@@ -92,5 +92,11 @@ def train_test(folds: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFra
 
 
 def read_folds(path: str) -> pd.DataFrame:
-    """The folds table written by the folds rule (video_id, subject, label, fold)."""
-    return pd.read_csv(path, sep="\t", dtype={"video_id": str, "subject": str, "label": str})
+    """The folds table written by the folds rule (video_id, subject, label, fold[, split]).
+
+    Ids stay exact text (subject ``NA`` or ``007`` is neither missing nor the number 7); ``fold``
+    is an int.
+    """
+    folds = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    folds["fold"] = folds["fold"].astype(int)
+    return folds

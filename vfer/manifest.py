@@ -133,7 +133,8 @@ def scan_baum1s(root: Path, options: dict) -> Scan:
     if not options.get("labels"):
         raise ManifestError("layout baum1s needs --labels: a CSV or TSV with columns clip, label "
                             "(BAUM-1s distributes its labels as an annotation sheet)")
-    table = pd.read_csv(options["labels"], sep=None, engine="python", dtype=str)
+    table = pd.read_csv(options["labels"], sep=None, engine="python", dtype=str,
+                        keep_default_na=False)
     missing = [c for c in ("clip", "label") if c not in table.columns]
     if missing:
         raise ManifestError(f"{options['labels']}: missing column(s) {missing}")

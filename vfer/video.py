@@ -1,7 +1,8 @@
 """Frame sources: video files (OpenCV's FFmpeg) and image-sequence folders, as RGB uint8.
 
 Frames are counted as decoded; a container's frame count is kept only for information.
-Grayscale input becomes 3 channels. ``resample`` picks frames for a lower target rate.
+Grayscale input becomes 3 channels. ``resample`` picks frames for a lower target rate. A frame
+size that changes within a video or a sequence is an error (``FrameSizeError``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,16 @@ import cv2
 import numpy as np
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
+#: A frozen band of rows (``FrozenRows``) counts as a size change once it lasts this long.
+FROZEN_SECONDS, FROZEN_MIN_FRAMES = 1.0, 10
 
 
 class VideoError(Exception):
     """An input that cannot be used; the message names the file and the reason."""
+
+
+class FrameSizeError(VideoError):
+    """The frame size changes within a video or an image sequence."""
 
 
 @dataclass(frozen=True)
@@ -76,15 +83,24 @@ class FrameSource:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._cap is not None:
+            frozen = FrozenRows(self.path, self.info.fps)
             while True:
                 ok, frame = self._cap.read()
                 if not ok:
                     return
+                frozen.check(frame)
                 yield _to_rgb(frame)
-        for file in self._files:
+        first = None
+        for i, file in enumerate(self._files):
             frame = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
             if frame is None:
                 raise VideoError(f"cannot read image {file.name} of sequence: {self.path}")
+            if first is None:
+                first = frame.shape
+            elif frame.shape[:2] != first[:2]:
+                raise FrameSizeError(f"frame size changes from {_size(first)} to "
+                                     f"{_size(frame.shape)} at frame {i} ({file.name}): "
+                                     f"{self.path}")
             if frame.dtype != np.uint8:
                 frame = cv2.convertScaleAbs(frame, alpha=255.0 / max(1, int(frame.max())))
             yield _to_rgb(frame)
@@ -99,6 +115,70 @@ class FrameSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    """'WxH' of an image shape."""
+    return f"{shape[1]}x{shape[0]}"
+
+
+def _same_bottom_rows(frame: np.ndarray, previous: np.ndarray) -> int:
+    """How many bottom rows of two frames of one shape are byte-identical."""
+    rows = [np.ascontiguousarray(f).reshape(len(f), -1) for f in (frame, previous)]
+    as_bytes = [r.view(np.dtype((np.void, r.shape[1]))).ravel() for r in rows]
+    changed = np.flatnonzero(as_bytes[0] != as_bytes[1])
+    return len(frame) - 1 - int(changed[-1]) if changed.size else len(frame)
+
+
+class FrozenRows:
+    """Detects, in the frames OpenCV decodes from a video file, a change of the frame height.
+
+    OpenCV's FFmpeg reader converts every frame into a buffer of the first frame's size and
+    goes on after the size changes: it fills only the top rows of a lower frame and none of a
+    higher one. From that frame on, a bottom band of rows (or the whole frame) repeats the last
+    good frame byte for byte, while the rows above it, if any, change in every frame. A
+    static video repeats its frames from the start, not right after they changed, and the band
+    of unchanged rows of a real video moves with what moves above it: neither keeps a band of
+    one exact height, right after it changed, for ``FROZEN_SECONDS``.
+    """
+
+    def __init__(self, path: str, fps: float):
+        self.path = path
+        self.min_frames = max(FROZEN_MIN_FRAMES, round(FROZEN_SECONDS * fps))
+        self.previous: np.ndarray | None = None
+        self.index = -1
+        self.band = self.before = self.start = self.run = 0
+        self.after_change = False
+
+    def check(self, frame: np.ndarray) -> None:
+        """Take the next decoded frame; raise FrameSizeError once a frozen band lasts."""
+        self.index += 1
+        if self.previous is not None:
+            band = _same_bottom_rows(frame, self.previous)
+            if band and band == self.band:
+                self.run += 1
+            else:
+                self.band, self.start, self.run = band, self.index, 1
+                self.after_change = self.index >= 2 and self.before < band
+            if self.band and self.after_change and self.run >= self.min_frames:
+                raise FrameSizeError(self.message(frame.shape))
+            self.before = band
+        self.previous = frame
+
+    def message(self, shape: tuple[int, ...]) -> str:
+        """The reason for a frozen band found in frames of ``shape``."""
+        h, start = shape[0], self.start
+        frames = f"frames {start}-{self.index}"
+        if self.band == h:
+            return (f"frame size changes from {_size(shape)} to a larger size at frame {start} "
+                    f"(OpenCV keeps the first size and stops decoding: {frames} repeat frame "
+                    f"{start - 1} byte for byte), or the video freezes; re-encode it at one "
+                    f"frame size: {self.path}")
+        top = h - self.band
+        return (f"frame size changes from {_size(shape)} to {top} rows at frame {start} (OpenCV "
+                f"keeps the first size and fills only the top {top} rows: rows {top}-{h - 1} of "
+                f"{frames} repeat frame {start - 1} byte for byte); re-encode it at one frame "
+                f"size: {self.path}")
 
 
 def resample(frames: Iterator[np.ndarray], fps: float,
