@@ -1,15 +1,12 @@
 # vfer: video-based facial expression recognition, one reproducible and resumable workflow.
 #   snakemake --cores all                       run the default config (the demo dataset)
 #   snakemake --cores all --configfile config/methods/<preset>.yaml
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.27")
 
 
 configfile: "config/config.yaml"
-
-
-validate(config, "workflow/schemas/config.schema.yaml")
 
 
 report: "workflow/report/workflow.rst"

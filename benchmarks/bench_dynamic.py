@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmarks.common import Row, best_of, compare, demo_config, shard_paths
 from vfer import dynamic
-from vfer.io import open_h5
+from vfer.store import FacesFile, SegmentsFile
 from vfer.runtime import set_threads
 
 TARGET = 1.2
@@ -20,11 +20,11 @@ def measure(run: Path, repeat: int = 21) -> list[Row]:
     params = demo_config()["dynamic"]["rgb"]
     set_threads(1)
     paths = shard_paths(run)
+
     def read():
-        with open_h5(paths["faces"], "faces") as faces, \
-                open_h5(paths["segments"], "segments") as segs:
-            return [s for vid in segs for s in dynamic.video_sequences(
-                "rgb", params, faces[vid], segs[vid], None, None)]
+        with FacesFile(paths["faces"]) as faces, SegmentsFile(paths["segments"]) as segs:
+            return [s for vid in segs.videos() for s in dynamic.video_sequences(
+                "rgb", params, vid, faces, segs, None)[0]]
 
     stacks = read()
     with tempfile.TemporaryDirectory(prefix="bench_dynamic_") as tmp:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.common import Row, compare, demo_config
+from benchmarks.common import Row, compare, demo_config, demo_plan
 from vfer import evaluate
 from vfer.evaluate import FeatureModel, Settings
 from vfer.folds import read_folds
@@ -55,16 +55,16 @@ def replay(calls) -> None:
 
 def measure(run: Path, repeat: int = 3) -> list[Row]:
     config = demo_config()
+    plan = demo_plan()
     folds = read_folds(str(run / "results/folds.tsv"))
     fold_ids = sorted(f for f in folds["fold"].unique() if f >= 0)
     rows = []
-    for experiment in config["experiments"]:
-        if len(experiment["streams"]) < 2:
+    for experiment in plan.experiments.values():
+        if len(experiment["streams"]) < 2 or experiment["classifier"]["kind"] == "softmax":
             continue
-        settings = Settings.from_config(experiment, config["classifier"], config["aggregate"],
-                                        config["seed"])
+        settings = Settings.from_config(experiment, config["aggregate"], config["seed"])
         files = {s: {f: str(run / "results/features" / s / (
-            f"fold{f}.h5" if config["streams"][s]["finetune"] == "per_fold" else "all.h5"))
+            f"fold{f}.h5" if plan.models[s]["finetune"] == "per_fold" else "all.h5"))
             for f in fold_ids} for s in experiment["streams"]}
         calls = recorded_run(folds, files, config["classes"], settings)
         stage, bare, ratio = compare(

@@ -1,10 +1,10 @@
 """Feature stages against their kernel floors, with the demo's spatial stream:
 
-- train: train_stream for fold 0 (read and resize the crops, batches, augmentation, Adam steps,
-  validation, early stopping, saving) against the same number of forward + backward + Adam
-  steps and validation forward passes on tensors of the same shapes;
-- extract: extract_stream with the fold's model (read, resize, forward, HDF5 output) against
-  the forward passes alone on the same number of images in the same batches;
+- train: train_model for fold 0 (read and resize the crops, batches, augmentation, optimizer
+  steps, validation, early stopping, saving) against the same number of forward + backward +
+  optimizer steps and validation forward passes on tensors of the same shapes;
+- extract: extract_model with the fold's network (read, resize, forward, HDF5 output) against
+  the forward passes alone on the same number of segments in the same batches;
 
 and the forward rate of every backbone at its input size. One thread, as the rules run (on
 CUDA: the GPU of the machine)."""
@@ -16,104 +16,114 @@ import platform
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.common import Row, demo_config, shard_paths, timed
-from vfer import features, models
+from benchmarks.common import Row, demo_config, demo_plan, shard_paths, timed
+from vfer import features, training
+from vfer.folds import read_folds
+from vfer.inputs import InputSource
+from vfer.nets.backbones import build_backbone
+from vfer.nets.network import Network
+from vfer.nets.registry import BACKBONES, OPTIMIZERS
 from vfer.runtime import select_device, set_threads
 
 TARGET = 1.2
-BACKBONES = [("small_cnn", None), ("alexnet", "fc7"), ("resnet18", "pool"), ("resnet50", "pool"),
-             ("vgg16", "fc6"), ("c3d", "fc")]
+BACKBONE_RATES = [("small_cnn", "fc"), ("alexnet", "fc7"), ("resnet18", "pool"),
+                  ("resnet50", "pool"), ("vgg16", "fc6"), ("c3d", "fc")]
 
 
-def bare_training(stream: dict, n_classes: int, info: dict, device) -> None:
+def bare_training(model: dict, n_classes: int, info: dict, device) -> None:
     """The torch calls of a training run: its steps and validation passes, on random tensors."""
-    model = models.build(stream["backbone"], n_classes, stream["size"]).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=stream["lr"],
-                           weight_decay=stream["weight_decay"])
+    cfg = model["train"]
+    network = Network(model["network"], n_classes).to(device).train()
+    opt = OPTIMIZERS.build(cfg["optimizer"], network.parameters(), cfg)
     loss_fn = nn.CrossEntropyLoss()
-    side, batch = stream["size"], stream["batch_size"]
-    x = torch.rand(batch, 3, side, side, device=device)
+    (branch,) = model["network"]["branches"]
+    side, batch = branch["size"], cfg["batch_size"]
+    x = {branch["name"]: torch.rand(batch, cfg["sample_steps"] or branch["steps"], 3, side,
+                                    side, device=device)}
     y = torch.randint(0, n_classes, (batch,), device=device)
     for _ in range(info["steps_run"]):
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(network(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss.item()
-    val = torch.rand(info["validation_images"], 3, side, side, device=device)
+    val = torch.rand(info["validation_segments"], branch["steps"], 3, side, side, device=device)
     with torch.no_grad():
-        model.eval()
+        network.eval()
         for _ in range(len(info["val_loss"])):
             for i in range(0, len(val), batch):
-                model(val[i:i + batch]).float().cpu()
+                network({branch["name"]: val[i:i + batch]}).float().cpu()
 
 
-def bare_forward(stream: dict, n_classes: int, images: int, device, layer: str) -> None:
-    model = models.build(stream["backbone"], n_classes, stream["size"]).to(device).eval()
-    batch = stream["batch_size"]
-    x = torch.rand(batch, 3, stream["size"], stream["size"], device=device)
+def bare_forward(model: dict, n_classes: int, per_video: list[int], device) -> None:
+    """The forward passes of an extraction: each video's segments, in the stage's batches."""
+    network = Network(model["network"], n_classes).to(device).eval()
+    (branch,) = model["network"]["branches"]
+    side, steps = branch["size"], branch["steps"]
+    per_batch = max(1, features.EXTRACT_PIXELS.get(device.type, 1 << 19) // (side * side * steps))
+    x = torch.rand(max(per_video), steps, 3, side, side, device=device)
     with torch.no_grad():
-        for i in range(0, images, batch):
-            model.features_of(x[: min(batch, images - i)], layer).float().cpu()
+        for n in per_video:
+            for i in range(0, n, per_batch):
+                f, _ = network.features_and_logits({branch["name"]: x[i:min(i + per_batch, n)]})
+                f.float().cpu()
 
 
-def forward_rate(name: str, device, batch: int) -> float:
+def forward_rate(name: str, tap: str, device, batch: int) -> float:
     """Images (clips for c3d) per second of the bare forward pass at the backbone's input size."""
-    spec = models.SPECS[name]
-    model = models.build(name, 6).to(device).eval()
-    side = spec.input_size
-    shape = (batch, 3, 16, side, side) if spec.segment else (batch, 3, side, side)
+    meta = BACKBONES.meta(name)
+    model = build_backbone(name, 6).to(device).eval()
+    side = meta["input_size"]
+    shape = (batch, 3, 16, side, side) if meta.get("clip") else (batch, 3, side, side)
     x = torch.randn(*shape, device=device)
-    layer = next(iter(spec.layers))
     with torch.no_grad():
-        model.features_of(x, layer)  # warm-up
-        seconds = min(timed(model.features_of, x, layer) for _ in range(3))
+        model.tap(x, [tap])  # warm-up
+        seconds = min(timed(model.tap, x, [tap]) for _ in range(3))
     return batch / seconds
 
 
 def measure(run: Path, backbones: bool = True, repeat: int = 2) -> list[Row]:
-    config = demo_config()
+    config, plan = demo_config(), demo_plan()
     classes = config["classes"]
-    stream = {**config["streams"]["spatial"], "seed": config["seed"]}  # as the train rule
+    model = plan.models["spatial"]
     set_threads(1)
     device = select_device(config["device"])
     shard_paths(run)  # the run has finished
-    shards = [(str(p), str(s)) for p, s in zip(sorted((run / "results/faces").glob("*.h5")),
-                                              sorted((run / "results/segments").glob("*.h5")))]
-    folds = str(run / "results/folds.tsv")
+    shards = {"spatial": [{"faces": str(p), "segments": str(s)} for p, s in zip(
+        sorted((run / "results/faces").glob("*.h5")),
+        sorted((run / "results/segments").glob("*.h5")))]}
+    folds = read_folds(str(run / "results/folds.tsv"))
     # warm-up: the first optimizer step imports torch._dynamo (~2 s, once per process; the
     # workflow pays it in each train job's start-up)
-    bare_training(stream, len(classes), {"steps_run": 1, "validation_images": 0,
-                                         "val_loss": []}, device)
-    layer = stream["layer"] or next(iter(models.SPECS[stream["backbone"]].layers))
-    with features.StreamReader("frames", shards) as reader:
-        images = sum(reader.group(v)[0]["frames"].shape[0] for v in reader.video_ids())
+    bare_training(model, len(classes), {"steps_run": 1, "validation_segments": 0,
+                                        "val_loss": []}, device)
+    with InputSource("frames", shards["spatial"]) as src:
+        segments = sum(len(src.index(v)) for v in src.videos())
+        per_video = {v: len(src.index(v)) for v in src.videos()}
     train_s = extract_s = train_bare = extract_bare = float("inf")
     with tempfile.TemporaryDirectory(prefix="bench_features_") as tmp:
         model_out, info_out = str(Path(tmp) / "m.pt"), str(Path(tmp) / "m.json")
         for _ in range(repeat):  # interleaved, the best of each: this machine's speed drifts
-            train_s = min(train_s, timed(features.train_stream, "frames", shards, folds, 0,
-                                         stream, classes, device, model_out, info_out))
+            train_s = min(train_s, timed(training.train_model, model, shards, folds, 0, classes,
+                                         device, model_out, info_out))
             info = json.loads(Path(info_out).read_text())
-            with features.StreamReader("frames", shards) as reader:
-                info["validation_images"] = sum(len(np.unique(reader.groups(v)))
-                                                for v in info["validation_videos"])
-            train_bare = min(train_bare, timed(bare_training, stream, len(classes), info,
-                                               device))
-            extract_s = min(extract_s, timed(features.extract_stream, "frames", shards,
-                                             "spatial", stream, classes, device,
-                                             str(Path(tmp) / "f.h5"), {}, model_out, info_out))
-            extract_bare = min(extract_bare, timed(bare_forward, stream, len(classes), images,
-                                                   device, layer))
+            info["validation_segments"] = sum(per_video[v] for v in info["validation_videos"])
+            train_bare = min(train_bare, timed(bare_training, model, len(classes), info, device))
+            extract_s = min(extract_s, timed(features.extract_model, model, shards, classes,
+                                             device, str(Path(tmp) / "f.h5"), {}, model_out,
+                                             info_out))
+            extract_bare = min(extract_bare, timed(bare_forward, model, len(classes),
+                                                   list(per_video.values()), device))
     hardware = torch.cuda.get_device_name(0) if device.type == "cuda" else \
         f"CPU {platform.machine()}, 1 thread"
-    net = f"{stream['backbone']} {stream['size']}px"
-    rows = [Row("train", f"stage steps/s ({info['steps_run']} steps of {stream['batch_size']}, "
-                f"{net}, {hardware})", info["steps_run"] / train_s, "steps/s"),
+    (branch,) = model["network"]["branches"]
+    net = f"{branch['backbone']} {branch['size']}px"
+    images = segments * branch["steps"]
+    rows = [Row("train", f"stage steps/s ({info['steps_run']} steps of "
+                f"{model['train']['batch_size']}, {net}, {hardware})",
+                info["steps_run"] / train_s, "steps/s"),
             Row("train", "bare torch steps/s (same steps and validation passes)",
                 info["steps_run"] / train_bare, "steps/s"),
             Row("train", "stage / kernel floor (torch)", train_s / train_bare, "x", TARGET,
@@ -124,9 +134,10 @@ def measure(run: Path, backbones: bool = True, repeat: int = 2) -> list[Row]:
             Row("extract", "stage / kernel floor (torch forward)", extract_s / extract_bare, "x",
                 TARGET, "the stage also reads and resizes crops, writes features")]
     if backbones:
-        for name, _ in BACKBONES:
-            rate = forward_rate(name, device, 4 if name in ("vgg16", "c3d") else 16)
-            unit = "clips/s" if models.SPECS[name].segment else "images/s"
-            rows.append(Row("backbones", f"{name} forward at {models.SPECS[name].input_size}px",
-                            rate, unit))
+        for name, tap in BACKBONE_RATES:
+            rate = forward_rate(name, tap, device, 4 if name in ("vgg16", "c3d") else 16)
+            meta = BACKBONES.meta(name)
+            unit = "clips/s" if meta.get("clip") else "images/s"
+            rows.append(Row("backbones", f"{name} forward at {meta['input_size']}px", rate,
+                            unit))
     return rows

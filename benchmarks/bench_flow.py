@@ -14,7 +14,7 @@ import numpy as np
 
 from benchmarks.common import Row, demo_config, shard_paths, timed
 from vfer import flow
-from vfer.io import open_h5
+from vfer.store import FacesFile, SegmentsFile
 from vfer.runtime import set_threads
 
 TARGET = 1.2
@@ -23,10 +23,10 @@ TARGET = 1.2
 def load(faces_path, segments_path, videos):
     """Grayscale frames and distinct non-padding pairs of the first ``videos`` videos."""
     out = []
-    with open_h5(faces_path, "faces") as faces, open_h5(segments_path, "segments") as segs:
-        for vid in list(segs)[:videos]:
-            pairs, _ = flow.segment_pairs(segs[vid]["segment_index"][()])
-            gray = flow.to_gray(faces[vid]["frames"][()])
+    with FacesFile(faces_path) as faces, SegmentsFile(segments_path) as segs:
+        for vid in segs.videos()[:videos]:
+            pairs, _ = flow.segment_pairs(segs.segment_index(vid))
+            gray = flow.to_gray(faces.frames(vid))
             out.append((gray, pairs[pairs[:, 0] != pairs[:, 1]]))
     return out
 
@@ -56,7 +56,7 @@ def bare(method, params, data) -> None:
 def sub_shard(faces_path, segments_path, videos, tmp: Path) -> tuple[str, str]:
     """Copies of the first ``videos`` videos' crops and segments (prepared outside timing)."""
     sub_faces, sub_segs = tmp / "faces.h5", tmp / "segments.h5"
-    with open_h5(faces_path, "faces") as f, open_h5(segments_path, "segments") as s, \
+    with h5py.File(faces_path) as f, h5py.File(segments_path) as s, \
             h5py.File(sub_faces, "w") as fo, h5py.File(sub_segs, "w") as so:
         fo.attrs["stage"], so.attrs["stage"] = "faces", "segments"
         for vid in list(s)[:videos]:

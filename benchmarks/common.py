@@ -54,11 +54,16 @@ def compare(stage, floor, repeat: int) -> tuple[float, float, float]:
 
 def demo_config() -> dict:
     """config/config.yaml with the schema's defaults filled in, as the workflow sees it."""
-    from snakemake.utils import validate
+    from vfer.config import validate
 
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
-    return config
+    return validate(yaml.safe_load((REPO / "config/config.yaml").read_text()))
+
+
+def demo_plan():
+    """The demo config's plan (vfer.config.Plan), as the workflow resolves it."""
+    from vfer.config import resolve
+
+    return resolve(demo_config())
 
 
 def shard_paths(run: Path, shard: str = "s0000") -> dict[str, Path]:

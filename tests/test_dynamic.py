@@ -87,17 +87,40 @@ def test_windows_of_half_overlap():
     assert dynamic.windows(20, 28).tolist() == [list(range(20))]
 
 
-def test_ordered_flow_maps_need_consecutive_flows():
-    n = 40
+def flow_shard(tmp_path, pairs, flows, segments):
+    """A flow file and a segments file of one video 'v'."""
+    from vfer.store import FlowFile, SegmentsFile
+
+    with SegmentsFile.create(tmp_path / "segments.h5", {}) as s:
+        s.write_video("v", segments, int(pairs.max()) + 1)
+    index = np.array([[int(np.flatnonzero((pairs[:, 0] == a) & (pairs[:, 1] == b))[0])
+                       for a, b in zip(seg[:-1], seg[1:])] for seg in segments])
+    with FlowFile.create(tmp_path / "flow.h5", {"bound": 64.0}) as f:
+        f.write_video("v", pairs, flows, index, store_raw=True)
+    return SegmentsFile(tmp_path / "segments.h5"), FlowFile(tmp_path / "flow.h5")
+
+
+def test_ordered_flow_maps_pool_windows_and_each_segment_uses_the_nearest(tmp_path):
+    n = 46
     pairs = np.stack([np.arange(n - 1), np.arange(1, n)], 1)
     flows = np.zeros((n - 1, 4, 4, 2), np.float32)
-    flows[..., 0] = np.arange(n - 1)[:, None, None]  # x flow growing in time
-    group = {"flow": flows, "pairs": pairs, "segment_pairs": np.arange(30).reshape(2, 15)}
-    seqs = dynamic.video_sequences("flow", {"window": 28}, None, None, group)
-    assert [len(s) for s in seqs] == [28]
-    assert seqs[0][:, 0, 0, 0].tolist() == list(range(28))
-    per_segment = dynamic.video_sequences("flow", {"window": None}, None, None, group)
-    assert [len(s) for s in per_segment] == [15, 15]
-    gappy = {**group, "pairs": pairs[::2], "flow": flows[::2]}
-    with pytest.raises(ValueError, match="flow.consecutive"):
-        dynamic.video_sequences("flow", {"window": 28}, None, None, gappy)
+    flows[..., 0] = np.arange(n - 1)[:, None, None]  # x flow = its index in time
+    segments = np.arange(16)[None] + np.array([[7], [23]])  # frames 7..22 and 23..38
+    segs, flow = flow_shard(tmp_path, pairs, flows, segments)
+    with segs, flow:
+        seqs, chosen = dynamic.video_sequences("flow", {"window": 28}, "v", None, segs, flow)
+        assert [s[0, 0, 0, 0] for s in seqs] == [0, 14]  # windows of flows 0..27, 14..41
+        assert all(len(s) == 28 for s in seqs)
+        # window centres 14 and 28 (frames); segment centres 14.5 and 30.5
+        assert chosen.tolist() == [[0], [1]]
+        per_segment, index = dynamic.video_sequences("flow", {"window": None}, "v", None, segs,
+                                                     flow)
+        assert [s[0, 0, 0, 0] for s in per_segment] == [7, 23] and index.tolist() == [[0], [1]]
+
+
+def test_ordered_flow_maps_need_consecutive_flows(tmp_path):
+    pairs = np.array([[0, 1], [2, 3], [3, 4]])
+    segs, flow = flow_shard(tmp_path, pairs, np.zeros((3, 4, 4, 2), np.float32),
+                            np.array([[2, 3, 4]]))
+    with segs, flow, pytest.raises(ValueError, match="flow.consecutive"):
+        dynamic.video_sequences("flow", {"window": 28}, "v", None, segs, flow)

@@ -4,7 +4,7 @@ import pytest
 
 from vfer import evaluate
 from vfer.evaluate import Experiment, FeatureModel, Settings
-from vfer.io import create_h5, write_array
+from vfer.store import FeaturesFile
 
 
 def test_metrics_on_known_predictions():
@@ -151,8 +151,8 @@ def test_run_names_the_fold_whose_training_videos_hold_one_class(tmp_path):
     folds = pd.DataFrame({"video_id": ["a", "b", "c"], "subject": ["s1", "s2", "s2"],
                           "label": ["x", "x", "y"], "fold": [1, 0, 0]})
     path = tmp_path / "features.h5"
-    with create_h5(path, "features", {}) as f:
+    with FeaturesFile.create(path, {}) as f:
         for v in folds["video_id"]:
-            write_array(f.create_group(v), "features", np.ones((2, 3), np.float32))
+            f.write_video(v, np.ones((2, 3), np.float32))
     with pytest.raises(ValueError, match=r"fold 0: its training videos hold a single class \(x\)"):
         evaluate.run(folds, {"s": {0: str(path), 1: str(path)}}, ["x", "y"], Settings())

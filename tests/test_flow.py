@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from vfer import flow
+from vfer.store import dequantise, flow_image
 
 
 def textured(size=128, seed=0):
@@ -86,7 +87,7 @@ def test_threads_do_not_change_opencv_results():
 def test_flow_image_mapping():
     bound = 20.0
     f = np.array([[[0.0, 0.0], [20.0, -20.0], [40.0, 10.0], [-5.0, 0.0]]], np.float32)
-    img = flow.flow_image(f, bound)
+    img = flow_image(f, bound)
     assert img[0, 0].tolist() == [128, 128, 0]
     assert img[0, 1].tolist() == [255, 0, 255]  # |(20, -20)| = bound * sqrt(2)
     assert img[0, 2, 0] == 255  # clipped to +bound
@@ -123,5 +124,5 @@ def test_hsv_coding_maps_direction_to_hue():
 def test_dequantise_inverts_the_image_within_a_quantisation_step():
     rng = np.random.default_rng(0)
     f = rng.uniform(-3, 3, (4, 5, 5, 2)).astype(np.float32)
-    back = flow.dequantise(flow.flow_image(f, bound=4.0), bound=4.0)
+    back = dequantise(flow_image(f, bound=4.0), bound=4.0)
     assert np.abs(back - f).max() <= 4.0 / 255.0 + 1e-6  # half of the 8 / 255 px step

@@ -5,7 +5,6 @@ above chance (so the audit can fail)."""
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from tests.conftest import stage_defaults
 from vfer import demo, evaluate, faces, features, segments
@@ -28,10 +27,9 @@ def identity_dataset(tmp_path_factory):
                         str(root / "sheet.png"), stage_defaults("faces"), {})
     segments.process_shard(str(root / "faces.h5"), str(root / "segments.h5"),
                            stage_defaults("segments"), {})
-    stream = {"input": "frames", "backbone": "hog", "finetune": "none", "diff": "hog", "size": 64}
-    features.extract_stream("frames", [(str(root / "faces.h5"), str(root / "segments.h5"))],
-                            "handcrafted", stream, ["anger", "happiness"], torch.device("cpu"),
-                            str(root / "hog.h5"), {})
+    model = {"name": "handcrafted", "kind": "descriptor", "descriptor": "hog", "diff": "hog"}
+    features.describe(model, [{"faces": str(root / "faces.h5"),
+                               "segments": str(root / "segments.h5")}], str(root / "hog.h5"), {})
     return samples, str(root / "hog.h5")
 
 

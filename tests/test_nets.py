@@ -536,10 +536,13 @@ def test_inputs_are_checked():
     x = inputs_for(net)
     with pytest.raises(ValueError, match="branch 'flow': no input given"):
         net({"rgb": x["rgb"]})
-    x["flow"] = x["flow"][:, :2]
-    with pytest.raises(ValueError, match=r"branch 'flow': input shape \(B, \*\(2, 3, 24, 24\)\), "
-                                         r"expected \(B, \*\(3, 3, 24, 24\)\)"):
-        net(x)
+    sampled = {"rgb": x["rgb"][:, :2], "flow": x["flow"][:, :2]}  # the same sampled steps
+    assert net(sampled).shape == net(x).shape
+    with pytest.raises(ValueError, match=r"inputs: sampled time steps differ between branches"):
+        net({"rgb": x["rgb"], "flow": x["flow"][:, :2]})
+    with pytest.raises(ValueError, match=r"branch 'flow': input shape \(B, \*\(3, 3, 20, 20\)\), "
+                                         r"expected \(B, 3, 3, 24, 24\)"):
+        net({"rgb": x["rgb"], "flow": x["flow"][..., :20, :20]})
 
 
 @pytest.mark.parametrize("spec", [TWO_STREAM, GATED, {

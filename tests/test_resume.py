@@ -79,7 +79,7 @@ def test_killed_runs_resume_without_losing_finished_work(run, tmp_path):
     for k, rule in enumerate(STAGES):
         kill_during(workdir, rule, resume if k else [])
         locked = snakemake(workdir, *resume)  # the kill left snakemake's lock behind
-        assert locked.returncode != 0 and "cannot be locked" in locked.stderr
+        assert locked.returncode != 0 and "cannot be locked" in locked.stderr, (rule, locked.stderr[-2000:])
         assert snakemake(workdir, "--unlock").returncode == 0
         plan = planned(snakemake(workdir, "-n", *resume).stdout)
         assert plan.get(rule), f"killed during {rule}, yet no {rule} job is left: {plan}"

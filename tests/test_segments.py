@@ -37,5 +37,7 @@ def test_exact_length_and_invalid_input():
 def test_resample_mode_and_last_frame_padding():
     assert segment_indices(40, 16, mode="resample").tolist() == [
         [0, 3, 5, 8, 10, 13, 16, 18, 21, 23, 26, 29, 31, 34, 36, 39]]
-    assert segment_indices(4, 8, mode="resample").tolist() == [[0, 0, 1, 1, 2, 2, 3, 3]]
+    # a shorter clip keeps its frames and repeats the last one (paper 003), not duplicates
+    assert segment_indices(12, 18, mode="resample").tolist() == [list(range(12)) + [11] * 6]
+    assert segment_indices(4, 8, mode="resample").tolist() == [[0, 1, 2, 3, 3, 3, 3, 3]]
     assert segment_indices(10, 16, pad="last").tolist() == [list(range(10)) + [9] * 6]

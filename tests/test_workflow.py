@@ -18,7 +18,7 @@ pytestmark = pytest.mark.workflow
 
 def test_outputs_of_every_stage(run):
     summary = (run / "results/summary.md").read_text()
-    for name in ("spatial", "temporal", "fused"):
+    for name in ("spatial", "temporal", "fused", "rgb_flow"):
         assert f"| {name} |" in summary
         metrics = json.loads((run / f"results/experiments/{name}/metrics.json").read_text())
         assert len(metrics["folds"]) == 2
@@ -57,7 +57,7 @@ def test_features_come_from_models_trained_without_the_test_subjects(run):
             assert f.attrs["weights_sha256"] == hashlib.sha256(
                 (run / f"results/models/{path.parent.name}/{path.stem}.pt").read_bytes()).hexdigest()
             checked += 1
-    assert checked == 3 * 2  # three fine-tuned streams, two folds
+    assert checked == 4 * 2  # three fine-tuned streams and a two-input network, two folds
     for name in ("landmarks", "handcrafted"):  # not trained: one extraction for every fold
         with h5py.File(run / f"results/features/{name}/all.h5") as f:
             assert f.attrs["fold"] == "all" and json.loads(f.attrs["train_subjects"]) == []
@@ -83,8 +83,8 @@ def test_changing_a_flow_parameter_reruns_flow_and_downstream_only(run):
     try:
         result = snakemake(run, "-n")
         jobs = planned(result.stdout)
-        assert jobs["flow"] == 2 and jobs["train"] == 2 and jobs["extract"] == 2
-        assert jobs["evaluate"] == 2  # temporal and fused; spatial does not use flow
+        assert jobs["flow"] == 2 and jobs["train"] == 4 and jobs["extract"] == 4
+        assert jobs["evaluate"] == 3  # temporal, fused and rgb_flow; spatial does not use flow
         assert "preview" in jobs  # it shows flows
         assert "faces" not in jobs and "segments" not in jobs and "dynamic" not in jobs
     finally:
@@ -117,7 +117,7 @@ def test_rerunning_the_evaluation_gives_identical_metrics(run):
     result = snakemake(run, "--forcerun", "evaluate", "--until", "evaluate")
     assert result.returncode == 0, result.stderr[-3000:]
     after = {p: p.read_bytes() for p in before}
-    assert len(before) == 3 and before == after
+    assert len(before) == 4 and before == after
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -151,25 +151,59 @@ def test_report_shows_the_summary_table_and_a_confusion_matrix(run, tmp_path):
 
 def test_forcing_flow_reruns_flow_and_downstream_only(run):
     jobs = planned(snakemake(run, "-n", "-R", "flow").stdout)
-    assert jobs == {"flow": 2, "train": 2, "extract": 2, "evaluate": 2, "preview": 2,
-                    "summary": 1, "all": 1}  # temporal's model and features, not spatial's
+    assert jobs == {"flow": 2, "train": 4, "extract": 4, "evaluate": 3, "preview": 2,
+                    "summary": 1, "all": 1}  # temporal's and rgb_flow's models, not spatial's
 
 
 def test_until_stops_at_the_features(run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run, copy, symlinks=True)
     jobs = planned(snakemake(copy, "-n", "-R", "faces", "--until", "extract").stdout)
-    assert jobs == {"faces": 2, "segments": 2, "flow": 2, "dynamic_rgb": 2, "train": 6,
-                    "extract": 8}
+    assert jobs == {"faces": 2, "segments": 2, "flow": 2, "dynamic_rgb": 2, "train": 8,
+                    "extract": 10}
     before = {p: p.stat().st_mtime_ns for p in (copy / "results/experiments").rglob("*.*")}
     result = snakemake(copy, "-R", "flow", "--until", "extract")
     assert result.returncode == 0, result.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in before} == before  # evaluation not touched
     jobs = planned(snakemake(copy, "-n").stdout)  # the next run evaluates the new features
-    assert jobs["evaluate"] == 2 and not {"flow", "train", "extract"} & set(jobs)
+    assert jobs["evaluate"] == 3 and not {"flow", "train", "extract"} & set(jobs)
 
 
 def test_omit_from_runs_everything_before_the_evaluation(run):
     jobs = planned(snakemake(run, "-n", "-R", "faces", "--omit-from", "evaluate").stdout)
-    assert jobs == {"faces": 2, "segments": 2, "flow": 2, "dynamic_rgb": 2, "train": 6,
-                    "extract": 8, "preview": 2}
+    assert jobs == {"faces": 2, "segments": 2, "flow": 2, "dynamic_rgb": 2, "train": 8,
+                    "extract": 10, "preview": 2}
+
+
+def test_a_misspelled_key_stops_the_dry_run_naming_the_key(run, tmp_path):
+    copy = tmp_path / "run"
+    (copy / "config").mkdir(parents=True)
+    wrong = json.loads(json.dumps(CONFIG))
+    wrong["streams"]["spatial"]["finetun"] = "none"
+    write_config(copy, wrong)
+    (copy / "data").symlink_to(run / "data")
+    result = snakemake(copy, "-n")
+    assert result.returncode != 0
+    assert "unknown key 'streams.spatial.finetun' (did you mean 'finetune'?)" in result.stderr
+    assert not (copy / "results").exists() and not (copy / "logs").exists()
+
+
+def test_the_summary_compares_two_flow_methods_and_a_network(run, tmp_path):
+    two = json.loads(json.dumps(CONFIG))
+    two["flow"]["variants"] = {"hs": {"method": "horn_schunck"}}
+    two["streams"]["temporal_hs"] = {**two["streams"]["temporal"], "flow": "hs"}
+    two["experiments"] = [{"name": "temporal", "streams": ["temporal"]},
+                          {"name": "temporal_hs", "streams": ["temporal_hs"]},
+                          {"name": "rgb_flow", "streams": ["rgb_flow"],
+                           "classifier": {"kind": "softmax"}}]
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, symlinks=True)
+    write_config(copy, two)
+    jobs = planned(snakemake(copy, "-n").stdout)
+    assert jobs["flow"] == 2 and jobs["train"] == 2  # only the new flow and its stream
+    result = snakemake(copy)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(copy / "results/summary.csv")
+    assert list(table["experiment"]) == ["temporal", "temporal_hs", "rgb_flow"]
+    methods = {p.name.split("-")[0] for p in (copy / "results/flow").iterdir()}
+    assert methods == {"farneback", "horn_schunck"}

@@ -1,5 +1,6 @@
 """The tiny workflow the workflow tests run: 8 generated clips of 4 subjects, two classes, five
-streams, and helpers to call snakemake on a folder and read its dry-run plans."""
+streams and a two-input network with an LSTM, and helpers to call snakemake on a folder and
+read its dry-run plans."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.conftest import REPO
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 STREAM = {"backbone": "small_cnn", "size": 24, "finetune": "per_fold", "steps": 15,
           "batch_size": 16, "lr": 0.003, "eval_every": 5}
+NET_INPUT = {"backbone": "small_cnn", "size": 24, "backbone_options": {"channels": [4, 8], "fc": 16}}
 CONFIG = {
     "samples": "data/samples.tsv",
     "classes": ["happiness", "surprise"],
@@ -25,11 +27,17 @@ CONFIG = {
                 "dynamic": {"input": "dynamic_rgb", **STREAM},
                 "landmarks": {"input": "landmarks", "backbone": "landmarks", "finetune": "none"},
                 "handcrafted": {"input": "frames", "backbone": "hog", "finetune": "none"}},
+    "networks": {"rgb_flow": {"inputs": {"rgb": {"input": "frames", **NET_INPUT},
+                                         "flow": {"input": "flow", **NET_INPUT}},
+                              "temporal": {"kind": "lstm", "hidden": 16}, "steps": 10,
+                              "batch_size": 4, "eval_every": 5}},
     "protocol": {"name": "losgo", "groups": 2},
     "experiments": [{"name": "spatial", "streams": ["spatial"]},
                     {"name": "temporal", "streams": ["temporal"]},
                     {"name": "fused", "streams": ["spatial", "temporal", "dynamic", "landmarks",
-                                                  "handcrafted"]}],
+                                                  "handcrafted"]},
+                    {"name": "rgb_flow", "streams": ["rgb_flow"],
+                     "classifier": {"kind": "softmax"}}],
 }
 
 

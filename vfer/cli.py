@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from typing import TYPE_CHECKING
 
 from vfer import BASIC_CLASSES
-
-if TYPE_CHECKING:
-    import yaml
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -27,38 +22,15 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _yaml_error(path: str, exc: yaml.MarkedYAMLError) -> str:
-    """A YAML error as one line naming the file and the line."""
-    line = f"{path} line {exc.problem_mark.line + 1}" if exc.problem_mark else path
-    tag = re.match(r"could not determine a constructor for the tag '(.*)'$", exc.problem or "")
-    if tag:
-        name = tag[1].replace("tag:yaml.org,2002:", "!!")
-        return (f"{line}: YAML tag {name!r} is refused (vfer reads configs with safe_load; a "
-                "config file is data, not code)")
-    context = f" ({exc.context})" if exc.context else ""
-    return f"{line}: invalid YAML: {exc.problem}{context}"
-
-
 def _config_classes(path: str) -> list[str] | None:
     """The ``classes`` of a config file (None if it has none), read as data with safe_load."""
-    import yaml
-
+    from vfer.config import ConfigError, read_yaml
     from vfer.manifest import ManifestError
 
     try:
-        with open(path) as fh:
-            config = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot read the config: {exc.strerror}") from None
-    except yaml.MarkedYAMLError as exc:
-        raise ManifestError(_yaml_error(path, exc)) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: invalid YAML: {exc}") from None
-    if config is None:
-        return None
-    if not isinstance(config, dict):
-        raise ManifestError(f"{path}: not a config: it holds a {type(config).__name__}, not a "
-                            "mapping of settings")
+        config = read_yaml(path)
+    except ConfigError as exc:
+        raise ManifestError(str(exc)) from None
     classes = config.get("classes")
     if classes is not None and not (isinstance(classes, list)
                                     and all(isinstance(c, str) for c in classes)):
@@ -89,6 +61,20 @@ def _manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from vfer.store import check_tree
+
+    damaged = check_tree(args.root)
+    for path, reason in damaged:
+        print(f"damaged: {path}: {reason}")
+        if args.fix:
+            path.unlink()
+            print(f"removed {path}; the next snakemake run recomputes it")
+    if not damaged:
+        print(f"every stage file under {args.root} reads back whole")
+    return 1 if damaged and not args.fix else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vfer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ignore-unmatched", action="store_true",
                    help="leave out (and list) video files that do not match the layout")
     p.set_defaults(func=_manifest)
+
+    p = sub.add_parser("check", help="read every stage file back (checksums); list damaged ones")
+    p.add_argument("root", nargs="?", default="results", help="folder to check (default: results)")
+    p.add_argument("--fix", action="store_true",
+                   help="remove damaged files so that the next snakemake run recomputes them")
+    p.set_defaults(func=_check)
     args = parser.parse_args(argv)
     return args.func(args)
 

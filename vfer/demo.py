@@ -417,12 +417,16 @@ def _draw_mouth(frame: np.ndarray, upper: np.ndarray, lower: np.ndarray, teeth_p
     frame += a_teeth * np.array([0.86, 0.84, 0.78], np.float32)
 
 
-def render_clip(subject: Subject, label: str, rng: np.random.Generator) -> np.ndarray:
-    """Frames (T x H x W x 3 uint8 RGB) of one clip of ``subject`` showing ``label``."""
+def render_clip(subject: Subject, label: str, rng: np.random.Generator,
+                profile: np.ndarray | None = None) -> np.ndarray:
+    """Frames (T x H x W x 3 uint8 RGB) of one clip of ``subject`` showing ``label``, with the
+    expression intensity over time ``profile`` (default: a random neutral, onset, apex,
+    offset, neutral profile)."""
     photo = load_photo()
     face = to_face(photo, photo.landmarks) + subject.geometry
     apex = expression(label, face) * rng.uniform(0.75, 1.15)
-    profile = expression_profile(rng)
+    if profile is None:
+        profile = expression_profile(rng)
     t = np.arange(len(profile)) / FPS
     amp = subject.motion * rng.uniform(0.6, 1.0)
     freqs, phases = rng.uniform(0.15, 0.6, 4), rng.uniform(0, 2 * np.pi, 4)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from vfer.flow import dequantise  # the flow files' documented encoding
 
 SOURCES = ("rgb", "flow")
 
@@ -98,12 +97,23 @@ def rank_svm_image(frames: np.ndarray, C: float = 1.0, epsilon: float = 0.1,
     return (u[:d] - u[d:]).reshape(seq.shape[1:])
 
 
+def scaling(image: np.ndarray) -> tuple[float, float]:
+    """(lo, hi) of the global min-max that maps an image to [0, 255]."""
+    return float(image.min()), float(image.max())
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Global min-max to [0, 255] uint8 (a constant image maps to 128)."""
-    lo, hi = float(image.min()), float(image.max())
+    lo, hi = scaling(image)
     if hi - lo < 1e-12:
         return np.full(image.shape, 128, np.uint8)
     return np.round((image - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def zero_level(image: np.ndarray) -> float:
+    """Where the value 0 of ``image`` lies after ``to_uint8``, as a fraction of 255."""
+    lo, hi = scaling(image)
+    return 128 / 255.0 if hi - lo < 1e-12 else -lo / (hi - lo)
 
 
 def flow_to_3ch(image: np.ndarray) -> np.ndarray:
@@ -131,64 +141,72 @@ def pool(sequences: list[np.ndarray], method: str, C: float = 1.0, epsilon: floa
     raise ValueError(f"unknown dynamic image method {method!r}")
 
 
-def video_sequences(source: str, params: dict, faces_group, segments_group, flow_group,
-                    bound: float | None = None):
-    """The sequences to pool for one video: per segment, or windows over the whole video.
+def nearest(centres: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Index of the centre nearest to each target (the first of equals)."""
+    return np.abs(targets[:, None] - centres[None, :]).argmin(axis=1)
 
-    Flows are the stored float16 ``flow`` when present, else the flow images dequantised
-    with ``bound``.
+
+def video_sequences(source: str, params: dict, video_id: str, faces, segments, flow):
+    """The sequences to pool for one video, and the pooled image each segment uses (S x 1).
+
+    Per segment (``window: null``): each segment's frames (or flows). Windows: ``window``
+    consecutive frames (or flows (t, t + 1)) with stride window / 2 over the whole video;
+    each segment uses the window whose centre is nearest to its own.
     """
+    segment_index = segments.segment_index(video_id)
+    per_segment = np.arange(len(segment_index))[:, None]
     if source == "rgb":
-        frames = faces_group["frames"][()]
-        if params["window"]:
-            return [frames[w] for w in windows(len(frames), params["window"])]
-        return [frames[s] for s in segments_group["segment_index"][()]]
-    if "flow" in flow_group:
-        flows = flow_group["flow"][()].astype(np.float32)
+        frames = faces.frames(video_id)
+        if not params["window"]:
+            return [frames[s] for s in segment_index], per_segment
+        spans = windows(len(frames), params["window"])
+        centres = spans.mean(axis=1)
     else:
-        flows = dequantise(flow_group["images"][()], bound)
-    pairs = flow_group["pairs"][()]
-    if params["window"]:
+        flows, pairs = flow.flows(video_id), flow.pairs(video_id)
+        if not params["window"]:
+            return [flows[p] for p in flow.segment_pairs(video_id)], per_segment
         n = int(pairs.max()) + 1
-        consecutive = [np.flatnonzero((pairs[:, 0] == t) & (pairs[:, 1] == t + 1)) for t in range(n - 1)]
-        if any(len(c) == 0 for c in consecutive):
-            raise ValueError("windows over flows need every consecutive pair: set flow.consecutive")
-        order = np.array([c[0] for c in consecutive])
-        return [flows[order[w]] for w in windows(len(order), params["window"])]
-    return [flows[p] for p in flow_group["segment_pairs"][()]]
+        code = {(int(a), int(b)): k for k, (a, b) in enumerate(pairs)}
+        if any((t, t + 1) not in code for t in range(n - 1)):
+            raise ValueError(f"{video_id}: windows over flows need every consecutive pair: "
+                             "set flow.consecutive: true")
+        order = np.array([code[(t, t + 1)] for t in range(n - 1)])
+        frames = flows[order]
+        spans = windows(len(order), params["window"])
+        centres = spans.mean(axis=1) + 0.5  # flow t lies between frames t and t + 1
+    chosen = nearest(centres, segment_index.mean(axis=1))
+    return [frames[w] for w in spans], chosen[:, None]
 
 
 def process_shard(source: str, faces_path: str, segments_path: str, flow_path: str | None,
                   out_path: str, params: dict, provenance: dict) -> None:
-    """Dynamic images (uint8) of every video in a shard, forward in ``images`` and, for
-    rank_svm, reversed in ``images_reverse``."""
-    from vfer.io import create_h5, open_h5, write_array
+    """Dynamic images (uint8) of every video in a shard (vfer.store.DynamicFile): forward and,
+    for rank_svm, reversed; for flows, where zero flow lies in each image's x and y channels."""
+    from contextlib import ExitStack
+
     from vfer.runtime import progress
+    from vfer.store import DynamicFile, FacesFile, FlowFile, SegmentsFile
 
     if source not in SOURCES:
         raise ValueError(f"unknown dynamic image source {source!r}")
-    handles = [open_h5(faces_path, "faces"), open_h5(segments_path, "segments")]
-    if source == "flow":
-        handles.append(open_h5(flow_path, "flow"))
-    try:
-        faces, segs = handles[0], handles[1]
-        flow = handles[2] if source == "flow" else None
-        with create_h5(out_path, "dynamic", {"method": params["method"], "input": source,
-                                             "params": params, **provenance}) as dst:
-            for video_id in progress(list(segs), f"dynamic {source}"):
-                seqs = video_sequences(source, params, faces[video_id], segs[video_id],
-                                       None if flow is None else flow[video_id],
-                                       None if flow is None else float(flow.attrs["bound"]))
-                g = dst.create_group(video_id)
-                directions = [False, True] if params["method"] == "rank_svm" else [False]
-                for reverse in directions:
-                    pooled = pool(seqs, params["method"], params["C"], params["epsilon"], reverse)
-                    if source == "flow":
-                        pooled = [flow_to_3ch(p) for p in pooled]
-                    name = "images_reverse" if reverse else "images"
-                    # uncompressed: lzf shrinks these images little and slows every read
-                    write_array(g, name, np.stack([to_uint8(p) for p in pooled]),
-                                compression=None)
-    finally:
-        for h in handles:
-            h.close()
+    with ExitStack() as stack:
+        faces = stack.enter_context(FacesFile(faces_path))
+        segs = stack.enter_context(SegmentsFile(segments_path))
+        flow = stack.enter_context(FlowFile(flow_path)) if source == "flow" else None
+        dst = stack.enter_context(DynamicFile.create(
+            out_path, {"method": params["method"], "input": source, "params": params,
+                       **provenance}))
+        for video_id in progress(segs.videos(), f"dynamic {source}"):
+            seqs, segment_images = video_sequences(source, params, video_id, faces, segs, flow)
+            out = {}
+            for reverse in ([False, True] if params["method"] == "rank_svm" else [False]):
+                pooled = pool(seqs, params["method"], params["C"], params["epsilon"], reverse)
+                if source == "flow":
+                    pooled = [flow_to_3ch(p) for p in pooled]
+                out[reverse] = pooled
+            zero = None
+            if source == "flow":
+                zero = np.array([[zero_level(p)] * 2 for p in out[False]], np.float32)
+            dst.write_video(video_id, np.stack([to_uint8(p) for p in out[False]]),
+                            segment_images, zero,
+                            np.stack([to_uint8(p) for p in out[True]]) if True in out else None)

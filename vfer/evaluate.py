@@ -14,6 +14,9 @@ predefined split), and the score-fusion weights (same inner cross-validation).
 * Segments to videos (``aggregate``): ``mean_features`` averages a video's segment features
   before classification; ``mean_scores`` classifies segments (each with its video's label)
   and averages their scores per video.
+* A network's own softmax (``kind: softmax``): nothing is fitted here; each video's score is
+  the mean of its segments' class probabilities from the fold's network (several networks:
+  the mean of their scores).
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ import numpy as np
 import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix, f1_score, recall_score
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
 from vfer.fusion import fuse
-from vfer.io import open_h5
+from vfer.store import FeaturesFile
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ class Settings:
     fusion: str = "concat"
     weights: str = "mean"  # score fusion: mean or learned
     aggregate: str = "mean_features"
-    kind: str = "svc"  # svc or linear_svc
+    kind: str = "svc"  # svc, linear_svc, logistic or softmax
     kernel: str = "linear"
     C: tuple = (1.0,)
     gamma: tuple = ("scale",)
@@ -52,12 +56,11 @@ class Settings:
     seed: int = 0
 
     @classmethod
-    def from_config(cls, experiment: dict, classifier: dict, aggregate: str,
-                    seed: int) -> Settings:
-        """Settings of one entry of ``experiments`` with the config's ``classifier``."""
-        return cls(fusion=experiment.get("fusion", "concat"),
-                   weights=experiment.get("weights", "mean"), aggregate=aggregate,
-                   kind=classifier["kind"], kernel=classifier["kernel"],
+    def from_config(cls, experiment: dict, aggregate: str, seed: int) -> Settings:
+        """Settings of one resolved experiment (vfer.config.Plan.experiments)."""
+        classifier = experiment["classifier"]
+        return cls(fusion=experiment["fusion"], weights=experiment["weights"],
+                   aggregate=aggregate, kind=classifier["kind"], kernel=classifier["kernel"],
                    C=tuple(classifier["C"]), gamma=tuple(classifier["gamma"]),
                    class_weight=classifier["class_weight"],
                    inner_folds=classifier["inner_folds"], seed=seed)
@@ -68,8 +71,10 @@ class Settings:
 
 
 def make_classifier(s: Settings, C: float, gamma, probability: bool = False):
-    """The configured classifier; with ``probability`` it is wrapped in a sigmoid calibration
-    fitted by 3-fold cross-validation on the same (training) data."""
+    """The configured classifier; with ``probability`` an SVM is wrapped in a sigmoid
+    calibration fitted by 3-fold cross-validation on the same (training) data."""
+    if s.kind == "logistic":
+        return LogisticRegression(C=C, class_weight=s.class_weight, max_iter=5000)
     if s.kind == "linear_svc":
         clf = LinearSVC(C=C, class_weight=s.class_weight, random_state=s.seed, max_iter=20000)
     elif s.kind == "svc":
@@ -77,7 +82,8 @@ def make_classifier(s: Settings, C: float, gamma, probability: bool = False):
                   decision_function_shape="ovr", random_state=s.seed)
     else:
         raise ValueError(f"unknown classifier {s.kind!r}")
-    return CalibratedClassifierCV(clf, method="sigmoid", cv=3, ensemble=False) if probability else clf
+    return CalibratedClassifierCV(clf, method="sigmoid", cv=3, ensemble=False) if probability \
+        else clf
 
 
 def class_scores(clf, x: np.ndarray, n_classes: int, probability: bool) -> np.ndarray:
@@ -269,8 +275,14 @@ def row_normalised_confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: 
 
 def load_features(path: str, video_ids: list[str]) -> list[np.ndarray]:
     """Each video's segment features (S x D) from one features file."""
-    with open_h5(path, "features") as f:
-        return [f[v]["features"][()] for v in video_ids]
+    with FeaturesFile(path) as f:
+        return [f.features(v) for v in video_ids]
+
+
+def load_scores(path: str, video_ids: list[str]) -> np.ndarray:
+    """Each video's mean segment class probabilities (N x K) from a network's features file."""
+    with FeaturesFile(path) as f:
+        return np.stack([f.scores(v).mean(axis=0) for v in video_ids])
 
 
 def check_subject_independent(folds: pd.DataFrame) -> None:
@@ -281,6 +293,25 @@ def check_subject_independent(folds: pd.DataFrame) -> None:
         if both:
             raise ValueError(f"folds are not subject-independent: subject {both[0]!r} is in the "
                              f"test set of fold {fold} and in its training set")
+
+
+def _fold_metrics(fold, y, subjects, test_idx, scores) -> dict:
+    m = metrics(y[test_idx], np.nanargmax(scores, 1))
+    m.update({"fold": int(fold), "test_videos": int(len(test_idx)),
+              "test_subjects": sorted(set(subjects[test_idx]))})
+    log.info("fold %d: accuracy %.3f on %d videos", fold, m["accuracy"], len(test_idx))
+    return m
+
+
+def _rows(fold, ids, y, subjects, test_idx, scores, classes) -> list[dict]:
+    pred = np.nanargmax(scores, 1)
+    rows = []
+    for k, i in enumerate(test_idx):
+        row = {"video_id": ids[i], "subject": subjects[i], "fold": int(fold),
+               "true": classes[y[i]], "predicted": classes[pred[k]]}
+        row.update({f"score_{c}": float(scores[k, j]) for j, c in enumerate(classes)})
+        rows.append(row)
+    return rows
 
 
 def run(folds: pd.DataFrame, feature_files: dict[str, dict[int, str]], classes: list[str],
@@ -298,8 +329,8 @@ def run(folds: pd.DataFrame, feature_files: dict[str, dict[int, str]], classes: 
     present = None
     for per_stream in feature_files.values():
         for path in set(per_stream.values()):
-            with open_h5(path, "features") as f:
-                present = set(f) if present is None else present & set(f)
+            with FeaturesFile(path) as f:
+                present = set(f.videos()) if present is None else present & set(f.videos())
     excluded = sorted(set(folds["video_id"]) - present)
     folds = folds[folds["video_id"].isin(present)].reset_index(drop=True)
     ids = folds["video_id"].tolist()
@@ -310,6 +341,16 @@ def run(folds: pd.DataFrame, feature_files: dict[str, dict[int, str]], classes: 
     per_fold, rows, choices = [], [], []
     shared = {}  # features files used by every fold (streams that are not fine-tuned)
     for fold in sorted(f for f in folds["fold"].unique() if f >= 0):
+        test_idx = np.flatnonzero(folds["fold"] == fold)
+        train_idx = np.flatnonzero(folds["fold"] != fold)
+        if settings.kind == "softmax":
+            test_ids = [ids[i] for i in test_idx]
+            scores = np.mean([load_scores(feature_files[s][fold], test_ids)
+                              for s in feature_files], axis=0)
+            per_fold.append(_fold_metrics(fold, y, subjects, test_idx, scores))
+            choices.append({"fold": int(fold), "softmax": list(feature_files)})
+            rows += _rows(fold, ids, y, subjects, test_idx, scores, classes)
+            continue
         streams = []
         for s in feature_files:
             path = feature_files[s][fold]
@@ -319,25 +360,14 @@ def run(folds: pd.DataFrame, feature_files: dict[str, dict[int, str]], classes: 
                 streams.append(shared[path])
             else:
                 streams.append(experiment.prepare([load_features(path, ids)])[0])
-        test_idx = np.flatnonzero(folds["fold"] == fold)
-        train_idx = np.flatnonzero(folds["fold"] != fold)
         if len(set(y[train_idx])) < 2:
             raise ValueError(f"fold {fold}: its training videos hold a single class "
                              f"({classes[y[train_idx][0]]}); a classifier needs two")
         scores, chosen = experiment.fit_predict(streams, y, subjects, train_idx, test_idx, split,
                                                 subject_independent)
-        pred = np.nanargmax(scores, 1)
-        m = metrics(y[test_idx], pred)
-        m.update({"fold": int(fold), "test_videos": int(len(test_idx)),
-                  "test_subjects": sorted(set(subjects[test_idx]))})
-        per_fold.append(m)
+        per_fold.append(_fold_metrics(fold, y, subjects, test_idx, scores))
         choices.append({"fold": int(fold), **chosen})
-        log.info("fold %d: accuracy %.3f on %d videos", fold, m["accuracy"], len(test_idx))
-        for k, i in enumerate(test_idx):
-            row = {"video_id": ids[i], "subject": subjects[i], "fold": int(fold),
-                   "true": classes[y[i]], "predicted": classes[pred[k]]}
-            row.update({f"score_{c}": float(scores[k, j]) for j, c in enumerate(classes)})
-            rows.append(row)
+        rows += _rows(fold, ids, y, subjects, test_idx, scores, classes)
     predictions = pd.DataFrame(rows)
     y_true = predictions["true"].map(class_index).to_numpy()
     y_pred = predictions["predicted"].map(class_index).to_numpy()

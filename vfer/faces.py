@@ -29,8 +29,9 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from vfer.io import atomic_path, create_h5, write_array, write_png
+from vfer.io import atomic_path, write_png
 from vfer.runtime import progress
+from vfer.store import FacesFile
 from vfer.video import FrameSource, VideoError, resample
 
 log = logging.getLogger(__name__)
@@ -513,8 +514,8 @@ def process_shard(videos: list[tuple[str, str]], out_path: str, failures_path: s
     detector = make_detector(params)
     failures, sheet_rows, frames = [], [], 0
     try:
-        with create_h5(out_path, "faces", {"method": params["detector"], "params": params,
-                                           **provenance}) as f:
+        with FacesFile.create(out_path, {"method": params["detector"], "params": params,
+                                         **provenance}) as f:
             for video_id, path in progress(videos, "faces"):
                 try:
                     track = track_video(path, detector, params)
@@ -526,24 +527,16 @@ def process_shard(videos: list[tuple[str, str]], out_path: str, failures_path: s
                                      "reason": str(exc)})
                     sheet_rows.append((video_id, str(exc)))
                     continue
-                g = f.create_group(video_id)
-                write_array(g, "frames", track.crops, compression=None)
-                write_array(g, "boxes", track.boxes)
-                write_array(g, "scores", track.scores)
-                write_array(g, "eyes", track.eyes)
-                write_array(g, "landmarks", track.landmarks)
-                write_array(g, "detected", track.detected)
-                write_array(g, "source_frame", track.source)
-                write_array(g, "frame_index", track.frame_index)
-                g.attrs.update(track.attrs)
+                f.write_video(video_id, track.crops, track.boxes, track.scores, track.eyes,
+                              track.landmarks, track.detected, track.source, track.frame_index,
+                              track.attrs)
                 frames += len(track.crops)
                 picks = np.unique(np.linspace(0, len(track.crops) - 1, 8).round().astype(int))
                 sheet_rows.append((video_id, track.crops[picks], track.detected[picks]))
                 log.info("%s: %d frames, face in %d", video_id, len(track.crops),
                          track.attrs["detected_frames"])
             elapsed = time.perf_counter() - started
-            f.attrs["frames"] = frames
-            f.attrs["library_seconds"] = detector.library_seconds
+            f.set_attrs({"frames": frames})
             log.info("%d frames in %.1f s (%.1f frames/s); detector calls %.1f s (%.0f%%)",
                      frames, elapsed, frames / max(elapsed, 1e-9), detector.library_seconds,
                      100 * detector.library_seconds / max(elapsed, 1e-9))

@@ -5,8 +5,7 @@ and ``horn_schunck`` (ours: batched over pairs, coarse-to-fine with warping, in 
 torch on CUDA; both run the same operations). Each distinct pair of a video is computed once;
 a pair of identical frame indices (padding) has zero flow without computing.
 
-A flow image is (d_x, d_y, |d|): each component clipped to +-bound and mapped linearly to
-[0, 255]; the magnitude maps [0, bound * sqrt(2)] to [0, 255].
+The flow images that store them are encoded by vfer.store (flow_image, dequantise).
 """
 
 from __future__ import annotations
@@ -290,24 +289,6 @@ def resolve_backend(backend: str) -> tuple[str, str | None]:
     return backend, None
 
 
-def flow_image(flow: np.ndarray, bound: float = 20.0) -> np.ndarray:
-    """(..., H, W, 2) flow in pixels -> (..., H, W, 3) uint8 image (d_x, d_y, magnitude):
-    components clipped to +-bound, mapped linearly to [0, 255] and rounded."""
-    shape = flow.shape[:-1]
-    d = np.clip(np.asarray(flow, np.float32), -bound, bound).reshape(-1, shape[-1], 2)
-    x, y = cv2.split(d)
-    scale = 255.0 / (2.0 * bound)
-    channels = [cv2.convertScaleAbs(x, alpha=scale, beta=127.5),
-                cv2.convertScaleAbs(y, alpha=scale, beta=127.5),
-                cv2.convertScaleAbs(cv2.magnitude(x, y), alpha=255.0 / (bound * np.sqrt(2.0)))]
-    return cv2.merge(channels).reshape(shape + (3,))
-
-
-def dequantise(images: np.ndarray, bound: float) -> np.ndarray:
-    """The flow (..., 2 float32, pixels) that a flow image's x and y channels encode."""
-    return (images[..., :2].astype(np.float32) - 127.5) * np.float32(2.0 * bound / 255.0)
-
-
 def flow_to_hsv_rgb(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
     """Colour-code a flow field (H x W x 2): hue = direction, brightness = magnitude."""
     mag, ang = cv2.cartToPolar(flow[..., 0].astype(np.float32), flow[..., 1].astype(np.float32))
@@ -322,30 +303,28 @@ def flow_to_hsv_rgb(flow: np.ndarray, max_magnitude: float | None = None) -> np.
 def process_shard(faces_path: str, segments_path: str, out_path: str, name: str, params: dict,
                   bound: float, consecutive: bool, provenance: dict, threads: int = 1,
                   store_raw: bool = False) -> None:
-    """Flow images of every distinct frame pair of every video in a shard.
+    """Flow images of every distinct frame pair of every video in a shard (vfer.store.FlowFile).
 
-    ``images`` (P x H x W x 3 uint8) hold (d_x, d_y, |d|) at the bound: their x and y channels
-    are the flow quantised with the bound (``dequantise``). ``store_raw`` adds the float16
-    flow. With ``consecutive`` every (t, t + 1) pair of the video is computed as well (ordered
-    flow maps need the whole sequence). The next video's flows are computed while the current
-    one is written.
+    With ``consecutive`` every (t, t + 1) pair of the video is computed as well (ordered flow
+    maps need the whole sequence). The next video's flows are computed while the current one
+    is written.
     """
-    from vfer.io import create_h5, open_h5, write_array
     from vfer.runtime import progress, set_threads
+    from vfer.store import FacesFile, FlowFile, SegmentsFile
 
     backend = resolve_backend(params.get("backend", "numpy")) if name == "horn_schunck" else None
-    with open_h5(faces_path, "faces") as faces, open_h5(segments_path, "segments") as segs, \
-            create_h5(out_path, "flow", {"method": name, "params": params, "bound": bound,
-                                         "consecutive": consecutive, "store_raw": store_raw,
-                                         "backend": list(backend) if backend else "opencv",
-                                         **provenance}) as dst, \
+    with FacesFile(faces_path) as faces, SegmentsFile(segments_path) as segs, \
+            FlowFile.create(out_path, {"method": name, "params": params, "bound": bound,
+                                       "consecutive": consecutive, "store_raw": store_raw,
+                                       "backend": list(backend) if backend else "opencv",
+                                       **provenance}) as dst, \
             ThreadPoolExecutor(1) as prefetch:
 
         def compute(video_id):
             set_threads(threads, opencv=1)  # OpenMP (torch) thread settings are per thread
-            segments = segs[video_id]["segment_index"][()]
+            segments = segs.segment_index(video_id)
             pairs, index = segment_pairs(segments)
-            gray = to_gray(faces[video_id]["frames"][()])
+            gray = to_gray(faces.frames(video_id))
             if consecutive:
                 wanted = with_consecutive(pairs, len(gray))
                 code = wanted[:, 0] * len(gray) + wanted[:, 1]
@@ -354,15 +333,10 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
                 pairs = wanted
             return pairs, index, compute_flows(gray, pairs, name, params, threads)
 
-        ids = list(segs)
+        ids = segs.videos()
         pending = prefetch.submit(compute, ids[0]) if ids else None
         for k, video_id in enumerate(progress(ids, "flow")):
             pairs, index, flows = pending.result()
             if k + 1 < len(ids):
                 pending = prefetch.submit(compute, ids[k + 1])
-            g = dst.create_group(video_id)
-            write_array(g, "images", flow_image(flows, bound), compression="gzip", level=1)
-            if store_raw:
-                write_array(g, "flow", flows.astype(np.float16), compression="gzip", level=1)
-            write_array(g, "pairs", pairs)
-            write_array(g, "segment_pairs", index)
+            dst.write_video(video_id, pairs, flows, index, store_raw)

@@ -1,4 +1,4 @@
-"""HDF5 and table I/O shared by all stages: atomic writes, compressed datasets, provenance."""
+"""File helpers shared by all stages: atomic writes, hashes, canonical JSON, PNG."""
 
 from __future__ import annotations
 
@@ -6,16 +6,10 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
-import h5py
 import numpy as np
-
-import vfer
-
-#: Target chunk size in bytes for image-like datasets (CONVENTIONS: 10 KiB - 1 MiB).
-CHUNK_BYTES = 256 * 1024
 
 
 def canonical_json(obj) -> str:
@@ -58,55 +52,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def create_h5(path: str | os.PathLike, stage: str, provenance: Mapping) -> Iterator[h5py.File]:
-    """Create an HDF5 file atomically with provenance attrs (stage, vfer version, ...)."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            set_provenance(f, {"stage": stage, **provenance})
-            yield f
-
-
-def set_provenance(obj: h5py.HLObject, values: Mapping) -> None:
-    """Store provenance as attrs; dicts and lists are stored as canonical JSON strings."""
-    obj.attrs["vfer_version"] = vfer.__version__
-    for key, value in values.items():
-        if isinstance(value, (dict, list, tuple)):
-            value = canonical_json(value)
-        elif value is None:
-            value = "null"
-        obj.attrs[key] = value
-
-
-def open_h5(path: str | os.PathLike, stage: str) -> h5py.File:
-    """Open a stage's HDF5 output read-only and check that it was written by that stage."""
-    f = h5py.File(path, "r")
-    found = f.attrs.get("stage")
-    if found != stage:
-        f.close()
-        raise ValueError(f"{path}: expected a '{stage}' file, found stage={found!r}")
-    return f
-
-
-def json_attr(obj: h5py.HLObject, key: str):
-    return json.loads(obj.attrs[key])
-
-
-def write_array(group: h5py.Group, name: str, data: np.ndarray, compression: str | None = "lzf",
-                level: int = 4) -> h5py.Dataset:
-    """Write ``data`` chunked along its first axis (about CHUNK_BYTES per chunk), compressed
-    with shuffle and ``lzf`` or ``gzip`` at ``level``, or uncompressed (``None``: for natural
-    image crops, which lzf shrinks by ~10% while making every read 5x slower)."""
-    data = np.ascontiguousarray(data)
-    if data.size == 0 or data.ndim == 0:
-        return group.create_dataset(name, data=data)
-    per_row = max(1, data[0].nbytes)
-    rows = int(np.clip(CHUNK_BYTES // per_row, 1, data.shape[0]))
-    opts = {"compression_opts": level} if compression == "gzip" else {}
-    return group.create_dataset(name, data=data, chunks=(rows,) + data.shape[1:],
-                                compression=compression, shuffle=compression is not None, **opts)
 
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:

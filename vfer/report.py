@@ -9,8 +9,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vfer.io import open_h5  # noqa: E402
-
 
 def confusion_figure(percent: np.ndarray, classes: list[str], title: str, path: str) -> None:
     """Save a row-normalised confusion matrix (percent, annotated) as PNG."""
@@ -147,44 +145,41 @@ def motion_preview(faces_path: str, segments_path: str, flow_path: str | None,
     """One row per video (the first ``videos`` of a shard) showing its segment with the most
     motion (the first one without flow): frames, colour-coded flows (hue = direction,
     brightness = magnitude, 99th percentile = full) and that segment's dynamic images."""
+    from contextlib import ExitStack
+
     import cv2
 
-    from vfer.flow import dequantise, flow_to_hsv_rgb
+    from vfer.flow import flow_to_hsv_rgb
+    from vfer.store import DynamicFile, FacesFile, FlowFile, SegmentsFile
 
     rows = []
-    files = {"faces": open_h5(faces_path, "faces"), "segments": open_h5(segments_path, "segments")}
-    if flow_path:
-        files["flow"] = open_h5(flow_path, "flow")
-    files.update({k: open_h5(p, "dynamic") for k, p in dynamic_paths.items()})
-    try:
-        for vid in list(files["segments"])[:videos]:
-            segments = files["segments"][vid]["segment_index"][()]
+    with ExitStack() as stack:
+        faces = stack.enter_context(FacesFile(faces_path))
+        segs = stack.enter_context(SegmentsFile(segments_path))
+        flow = stack.enter_context(FlowFile(flow_path)) if flow_path else None
+        dynamic = {k: stack.enter_context(DynamicFile(p)) for k, p in dynamic_paths.items()}
+        for vid in segs.videos()[:videos]:
+            segments = segs.segment_index(vid)
             chosen, tiles = 0, []
-            if "flow" in files:
-                g = files["flow"][vid]
-                images, seg_pairs = g["images"][()], g["segment_pairs"][()]
+            if flow is not None:
+                images, seg_pairs = flow.images(vid), flow.segment_pairs(vid)
                 chosen = int(np.argmax(images[..., 2][seg_pairs].mean(axis=(1, 2, 3))))
                 picks = seg_pairs[chosen][np.linspace(0, seg_pairs.shape[1] - 1, per_kind).round().astype(int)]
-                flows = g["flow"][()][picks].astype(np.float32) if "flow" in g else \
-                    dequantise(images[picks], float(files["flow"].attrs["bound"]))
+                flows = flow.flows(vid, picks)
                 top = max(float(np.percentile(np.linalg.norm(flows, axis=-1), 99)), 1e-6)
                 flow_tiles = [_tile(flow_to_hsv_rgb(f, top), tile) for f in flows]
-            frames = files["faces"][vid]["frames"]
             seg = segments[chosen]
-            tiles += [_tile(frames[i], tile) for i in seg[np.linspace(0, len(seg) - 1, per_kind).round().astype(int)]]
-            if "flow" in files:
+            picks = seg[np.linspace(0, len(seg) - 1, per_kind).round().astype(int)]
+            tiles += [_tile(im, tile) for im in faces.frames(vid, picks)]
+            if flow is not None:
                 tiles += flow_tiles
-            for key in dynamic_paths:
-                images = files[key][vid]["images"]
-                tiles.append(_tile(images[min(chosen, len(images) - 1)], tile))
+            for f in dynamic.values():
+                tiles.append(_tile(f.images(vid, f.segment_images(vid)[chosen])[0], tile))
             row = np.concatenate(tiles, axis=1)
             label = np.full((14, row.shape[1], 3), 255, np.uint8)
             cv2.putText(label, f"{vid} (segment {chosen})", (2, 11), cv2.FONT_HERSHEY_SIMPLEX,
                         0.38, (0, 0, 0), 1, cv2.LINE_AA)
             rows.append(np.concatenate([label, row], axis=0))
-    finally:
-        for f in files.values():
-            f.close()
     if not rows:
         return np.full((20, 200, 3), 255, np.uint8)
     width = max(r.shape[1] for r in rows)

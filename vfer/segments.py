@@ -4,7 +4,8 @@ A segment is a row of frame indices. ``windows`` (the seeds): videos shorter tha
 are padded by repeating their first and last frames ((length - n) / 2 each, the odd one at the
 end; ``pad: last`` repeats only the last frame); longer videos give windows of ``length`` frames
 every ``stride`` frames, centred so that the frames left over are dropped equally at both ends.
-``resample`` (paper 003): one segment per video, ``length`` frames sampled uniformly.
+``resample`` (paper 003): one segment per video of ``length`` frames: sampled uniformly from
+a longer video; a shorter one keeps all its frames and repeats its last frame.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ def segment_indices(n_frames: int, length: int = 16, stride: int = 16, mode: str
     if length < 2 or stride < 1:
         raise ValueError("segment length must be >= 2 and stride >= 1")
     if mode == "resample":
-        return np.round(np.linspace(0, n_frames - 1, length))[None, :].astype(np.int32)
+        if n_frames < length:
+            row = np.concatenate([np.arange(n_frames), np.full(length - n_frames, n_frames - 1)])
+        else:
+            row = np.round(np.linspace(0, n_frames - 1, length))
+        return row[None, :].astype(np.int32)
     if mode != "windows":
         raise ValueError(f"unknown segmentation mode {mode!r}")
     if n_frames < length:
@@ -38,14 +43,12 @@ def segment_indices(n_frames: int, length: int = 16, stride: int = 16, mode: str
 
 def process_shard(faces_path: str, out_path: str, params: dict, provenance: dict) -> None:
     """Segment every video of a faces shard (reads only the frame counts)."""
-    from vfer.io import create_h5, open_h5, write_array
+    from vfer.store import FacesFile, SegmentsFile
 
-    with open_h5(faces_path, "faces") as src, \
-            create_h5(out_path, "segments", {"method": params["mode"], "params": params,
-                                             **provenance}) as dst:
-        for video_id in src:
-            n = src[video_id]["frames"].shape[0]
-            g = dst.create_group(video_id)
-            write_array(g, "segment_index", segment_indices(
-                n, params["length"], params["stride"], params["mode"], params["pad"]))
-            g.attrs["frames"] = n
+    with FacesFile(faces_path) as src, \
+            SegmentsFile.create(out_path, {"method": params["mode"], "params": params,
+                                           **provenance}) as dst:
+        for video_id in src.videos():
+            n = src.n_frames(video_id)
+            dst.write_video(video_id, segment_indices(n, params["length"], params["stride"],
+                                                      params["mode"], params["pad"]), n)

@@ -345,7 +345,7 @@ class Network(nn.Module):
             raise self._error("fusion", f"temporal {self.temporal_spec['kind']!r} takes the tap "
                                         "sequences unfused: set fusion kind None")
         else:
-            self._steps = self._common_steps(seqs, labels)
+            self._common_steps(seqs, labels)
             try:
                 self.fusion = FUSIONS.get(self.fusion_kind)(
                     [tuple(x.shape[2:]) for x in seqs])
@@ -411,7 +411,7 @@ class Network(nn.Module):
             at = self.gating["at"]
             out[src.name], maps = self._run_backbone(
                 src, inputs[src.name], [self._gate_input[a] for a in at])
-            gates = {a: self._gate(m, dst.steps) for a, m in zip(at, maps)}
+            gates = {a: self._gate(m, inputs[dst.name].shape[1]) for a, m in zip(at, maps)}
         for b in self.branches:
             if b.name not in out:
                 is_gated = self.gating is not None and b.name == self.gating["to"]
@@ -455,7 +455,8 @@ class Network(nn.Module):
         """Aligned and fused sequence, or the list / the one sequence without fusion."""
         if self.fusion is None:
             return seqs if self._takes_taps() else seqs[0]
-        t = self._steps
+        longer = [x.shape[1] for x in seqs if x.shape[1] > 1]
+        t = min(longer) if longer else 1  # L and L - 1 align on the first L - 1 steps
         return self.fusion([x.expand(-1, t, *x.shape[2:]) if x.shape[1] == 1 else x[:, :t]
                             for x in seqs])
 
@@ -467,14 +468,24 @@ class Network(nn.Module):
         return self.temporal(x) if self.temporal is not None else x[:, 0]
 
     def _check_inputs(self, inputs: Mapping[str, torch.Tensor]) -> None:
+        """Each branch's input has its shape; fewer time steps than ``steps`` are allowed (a
+        sample of the segment's steps, as training with ``sample_steps`` draws) except for
+        backbones that convolve over time."""
+        steps = {}
         for b in self.branches:
             if b.name not in inputs:
                 raise self._error(f"branch {b.name!r}", "no input given")
-            want = (b.steps, b.channels) + ((b.size, b.size) if b.size is not None else ())
+            want = (b.channels,) + ((b.size, b.size) if b.size is not None else ())
             got = tuple(inputs[b.name].shape[1:])
-            if got != want:
+            clip = BACKBONES.meta(b.backbone).get("clip")
+            if got[1:] != want or not (got[0] == b.steps or (not clip and got[0] <= b.steps)):
                 raise self._error(f"branch {b.name!r}", f"input shape (B, *{got}), expected "
-                                                        f"(B, *{want})")
+                                                        f"(B, {', '.join(map(str, (b.steps,) + want))})")
+            steps[b.name] = got[0] if b.steps > 1 else None
+        sampled = {t for name, t in steps.items() if t is not None}
+        full = {b.steps for b in self.branches if b.steps > 1}
+        if sampled != full and len(sampled) > 1:
+            raise self._error("inputs", f"sampled time steps differ between branches: {steps}")
 
     def features_and_logits(self, inputs: Mapping[str, torch.Tensor]
                             ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,13 +59,15 @@ class Registry:
 _B = "vfer.nets.backbones"
 _RESNET_TAPS = {"layer1": "map", "layer2": "map", "layer3": "map", "layer4": "map",
                 "pool": "vector"}
+_BLOCKS18 = {"layer1": 2, "layer2": 2, "layer3": 2, "layer4": 2}
+_BLOCKS50 = {"layer1": 3, "layer2": 4, "layer3": 6, "layer4": 3}
 
 #: Per-input feature extractors. ``taps``: tap name -> "map" or "vector" (what it outputs per
 #: image, or per time step for clip backbones); ``clip``: takes a whole segment at once;
 #: ``head``: the class layer's module name (re-sized, not loaded from weights files);
 #: ``inputs``: "image" (a branch needs a size), "vector" (size None) or "any";
 #: ``options``: keys allowed under a branch's ``backbone_options``; ``blocks``: residual blocks
-#: that multiplicative gating can address (``layer3.0`` = torchvision's name of conv4_1);
+#: per stage, which multiplicative gating can address (``layer3.0`` = torchvision's conv4_1);
 #: ``optional_weights``: substrings of parameter names that ``torchvision_file`` lacks (left at
 #: initialisation: ``load_weights(..., optional=...)``).
 BACKBONES = Registry("backbone", [
@@ -82,20 +84,22 @@ BACKBONES = Registry("backbone", [
     Entry("resnet18", f"{_B}:resnet18", {
         "inputs": "image",
         "input_size": 224, "taps": _RESNET_TAPS, "default_tap": "pool", "head": "fc",
-        "options": ("width",), "blocks": True, "torchvision_file": "resnet18-f37072fd.pth"}),
+        "options": ("width",), "blocks": _BLOCKS18, "torchvision_file": "resnet18-f37072fd.pth"}),
     Entry("resnet50", f"{_B}:resnet50", {
         "inputs": "image",
         "input_size": 224, "taps": _RESNET_TAPS, "default_tap": "pool", "head": "fc",
-        "options": ("width",), "blocks": True, "torchvision_file": "resnet50-0676ba61.pth"}),
+        "options": ("width",), "blocks": _BLOCKS50, "torchvision_file": "resnet50-0676ba61.pth"}),
     Entry("se_resnet18", f"{_B}:se_resnet18", {
         "inputs": "image",
         "input_size": 224, "taps": _RESNET_TAPS, "default_tap": "pool", "head": "fc",
-        "options": ("width", "se_reduction"), "blocks": True, "optional_weights": (".se.",),
+        "options": ("width", "se_reduction"), "blocks": _BLOCKS18,
+        "optional_weights": (".se.",),
         "torchvision_file": "resnet18-f37072fd.pth"}),
     Entry("se_resnet50", f"{_B}:se_resnet50", {
         "inputs": "image",
         "input_size": 224, "taps": _RESNET_TAPS, "default_tap": "pool", "head": "fc",
-        "options": ("width", "se_reduction"), "blocks": True, "optional_weights": (".se.",),
+        "options": ("width", "se_reduction"), "blocks": _BLOCKS50,
+        "optional_weights": (".se.",),
         "torchvision_file": "resnet50-0676ba61.pth"}),
     Entry("small_cnn", f"{_B}:SmallCNN", {
         "inputs": "image",
@@ -164,4 +168,29 @@ INITS = Registry("initialisation", [
     Entry("default", f"{_O}:default_init", {}),
     Entry("xavier", f"{_O}:xavier_init", {}),
     Entry("kaiming", f"{_O}:kaiming_init", {}),
+])
+
+_I = "vfer.inputs"
+#: What a branch reads per segment. ``stages``: the stage files it reads; ``steps``: time steps
+#: per segment (``length`` frames, ``length - 1`` flows, or one pooled image); ``vector``:
+#: the size of one step's vector (images: null); ``flow_x``: channel 0 is a horizontal flow,
+#: negated by horizontal flips.
+INPUTS = Registry("input kind", [
+    Entry("frames", f"{_I}:Frames", {"stages": ("faces", "segments"), "steps": "length",
+                                     "vector": None, "flow_x": False}),
+    Entry("flow", f"{_I}:FlowImages", {"stages": ("flow",), "steps": "length-1", "vector": None,
+                                       "flow_x": True}),
+    Entry("dynamic_rgb", f"{_I}:DynamicImages", {"stages": ("dynamic",), "steps": 1,
+                                                 "vector": None, "flow_x": False}),
+    Entry("dynamic_flow", f"{_I}:DynamicImages", {"stages": ("dynamic",), "steps": 1,
+                                                  "vector": None, "flow_x": True}),
+    Entry("landmarks", f"{_I}:Landmarks", {"stages": ("faces", "segments"), "steps": "length",
+                                           "vector": 152 * 2, "flow_x": False}),
+])
+
+_D = "vfer.descriptors"
+#: Features computed without a network (never trained); ``input``: the input kind they read.
+DESCRIPTORS = Registry("descriptor", [
+    Entry("landmarks", f"{_D}:landmark_features", {"input": "landmarks"}),
+    Entry("hog", f"{_D}:handcrafted_features", {"input": "frames"}),
 ])

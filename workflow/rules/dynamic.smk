@@ -1,20 +1,20 @@
 # Dynamic images by rank pooling, of the face frames (rgb) and of the flow fields (flow).
-# Output folders are keyed by method and parameters (for flow, also by the flow method).
+# Output folders are keyed by method and parameters (for flow, also by the flow variant's key).
 
 
 rule dynamic_rgb:
     """Rank-pool the face frames of each segment (or window) into one image."""
     input:
-        faces="results/faces/{shard}.h5",
-        segments="results/segments/{shard}.h5",
+        faces=lambda wc: faces_file(wc.shard),
+        segments=lambda wc: segments_file(wc.shard),
     output:
-        ensure(f"results/dynamic/rgb/{DYNAMIC_KEY['rgb']}/{{shard}}.h5", non_empty=True),
+        ensure("results/dynamic/rgb/{dynamic_key}/{shard}.h5", non_empty=True),
     params:
-        dynamic=DYNAMIC_PARAMS["rgb"],
+        dynamic=lambda wc: dynamic_params("rgb")[wc.dynamic_key],
     log:
-        f"logs/dynamic_rgb/{DYNAMIC_KEY['rgb']}/{{shard}}.log",
+        "logs/dynamic_rgb/{dynamic_key}/{shard}.log",
     benchmark:
-        f"benchmarks/dynamic_rgb/{DYNAMIC_KEY['rgb']}/{{shard}}.tsv"
+        "benchmarks/dynamic_rgb/{dynamic_key}/{shard}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -26,17 +26,17 @@ rule dynamic_rgb:
 rule dynamic_flow:
     """Rank-pool the flow fields of each segment (or window: ordered optical-flow maps)."""
     input:
-        faces="results/faces/{shard}.h5",
-        segments="results/segments/{shard}.h5",
-        flow=f"results/flow/{FLOW_KEY}/{{shard}}.h5",
+        faces=lambda wc: faces_file(wc.shard),
+        segments=lambda wc: segments_file(wc.shard),
+        flow=lambda wc: flow_file(dynamic_params("flow")[wc.dynamic_key]["flow_key"], wc.shard),
     output:
-        ensure(f"results/dynamic/flow/{DYNAMIC_KEY['flow']}/{{shard}}.h5", non_empty=True),
+        ensure("results/dynamic/flow/{dynamic_key}/{shard}.h5", non_empty=True),
     params:
-        dynamic=DYNAMIC_PARAMS["flow"],
+        dynamic=lambda wc: dynamic_params("flow")[wc.dynamic_key],
     log:
-        f"logs/dynamic_flow/{DYNAMIC_KEY['flow']}/{{shard}}.log",
+        "logs/dynamic_flow/{dynamic_key}/{shard}.log",
     benchmark:
-        f"benchmarks/dynamic_flow/{DYNAMIC_KEY['flow']}/{{shard}}.tsv"
+        "benchmarks/dynamic_flow/{dynamic_key}/{shard}.tsv"
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,10 +1,11 @@
 rule evaluate:
-    """Fuse an experiment's streams and evaluate an SVM over the subject-independent folds;
-    everything (scaling, projection, C, fusion weights) is fitted on training subjects only."""
+    """Fuse an experiment's streams and evaluate a classifier (or the networks' own softmax)
+    over the subject-independent folds; everything fitted (scaling, projection, C, fusion
+    weights) sees training subjects only."""
     input:
         folds=folds_table,
         features=lambda wc: sorted(
-            {feature_file(s, f) for s in EXPERIMENT[wc.experiment]["streams"] for f in FOLDS}
+            {features_file(s, f) for s in PLAN.experiments[wc.experiment]["streams"] for f in FOLDS}
         ),
     output:
         metrics="results/experiments/{experiment}/metrics.json",
@@ -24,13 +25,12 @@ rule evaluate:
             labels={"experiment": "{experiment}"},
         ),
     params:
-        experiment=lambda wc: EXPERIMENT[wc.experiment],
+        experiment=lambda wc: PLAN.experiments[wc.experiment],
         files=lambda wc: {
-            s: {int(f): feature_file(s, f) for f in FOLDS}
-            for s in EXPERIMENT[wc.experiment]["streams"]
+            s: {int(f): features_file(s, f) for f in FOLDS}
+            for s in PLAN.experiments[wc.experiment]["streams"]
         },
         classes=config["classes"],
-        classifier=config["classifier"],
         aggregate=config["aggregate"],
         seed=config["seed"],
     log:

@@ -1,20 +1,24 @@
+# Networks (streams are one-input networks) trained per fold on training subjects only, and
+# segment features (and class scores) of every video; descriptors are extracted once.
+
+
 rule train:
-    """Fine-tune one stream's CNN on the training subjects of one fold (never its test ones)."""
+    """Train one network on the training subjects of one fold (never its test ones)."""
     input:
-        unpack(stream_inputs),
+        unpack(model_inputs),
         folds=folds_table,
-        weights=lambda wc: STREAM[wc.stream]["weights"] or [],
+        weights=lambda wc: [w for w in MODELS[wc.model]["weights"].values() if w],
     output:
-        model="results/models/{stream}/fold{fold}.pt",
-        info="results/models/{stream}/fold{fold}.json",
+        model="results/models/{model}/fold{fold}.pt",
+        info="results/models/{model}/fold{fold}.json",
     params:
-        stream=lambda wc: STREAM[wc.stream],
+        model=lambda wc: MODELS[wc.model],
         classes=config["classes"],
         device=config["device"],
     log:
-        "logs/train/{stream}/fold{fold}.log",
+        "logs/train/{model}/fold{fold}.log",
     benchmark:
-        "benchmarks/train/{stream}/fold{fold}.tsv"
+        "benchmarks/train/{model}/fold{fold}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -25,34 +29,33 @@ rule train:
 
 
 def extract_inputs(wildcards):
-    inputs = stream_inputs(wildcards)
-    stream = STREAM[wildcards.stream]
-    if (wildcards.part == "all") != (stream["finetune"] == "none"):
-        raise WorkflowError(f"stream {wildcards.stream} has no features part {wildcards.part}")
+    inputs = model_inputs(wildcards)
+    model = MODELS[wildcards.model]
+    if (wildcards.part == "all") != (model["finetune"] == "none"):
+        raise WorkflowError(f"{wildcards.model} has no features part {wildcards.part}")
     if wildcards.part != "all":
-        fold = wildcards.part[len("fold") :]
-        inputs["model"] = f"results/models/{wildcards.stream}/fold{fold}.pt"
-        inputs["info"] = f"results/models/{wildcards.stream}/fold{fold}.json"
-    elif stream.get("weights"):
-        inputs["weights"] = stream["weights"]
+        inputs["model"] = f"results/models/{wildcards.model}/{wildcards.part}.pt"
+        inputs["info"] = f"results/models/{wildcards.model}/{wildcards.part}.json"
+    elif model["kind"] == "network":
+        inputs["weights"] = [w for w in model["weights"].values() if w]
     return inputs
 
 
 rule extract:
-    """Segment features of every video: with one fold's model (fold<k>), or once (all) for
-    streams that are not fine-tuned."""
+    """Segment features of every video: with one fold's network (fold<k>), or once (all) for
+    descriptors and networks that are not trained."""
     input:
         unpack(extract_inputs),
     output:
-        ensure("results/features/{stream}/{part}.h5", non_empty=True),
+        ensure("results/features/{model}/{part}.h5", non_empty=True),
     params:
-        stream=lambda wc: STREAM[wc.stream],
+        model=lambda wc: MODELS[wc.model],
         classes=config["classes"],
         device=config["device"],
     log:
-        "logs/extract/{stream}/{part}.log",
+        "logs/extract/{model}/{part}.log",
     benchmark:
-        "benchmarks/extract/{stream}/{part}.tsv"
+        "benchmarks/extract/{model}/{part}.tsv"
     threads: 1
     resources:
         mem_mb=4000,

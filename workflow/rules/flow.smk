@@ -1,20 +1,18 @@
 rule flow:
-    """Optical flow images of every distinct frame pair of a shard's segments.
-
-    The output folder is keyed by the method and its parameters, so switching methods back
-    and forth finds what was already computed.
-    """
+    """Optical flow images of every distinct frame pair of a shard's segments, for one flow
+    variant. The folder is keyed by the method and its parameters, so switching methods
+    back and forth finds what was already computed."""
     input:
-        faces="results/faces/{shard}.h5",
-        segments="results/segments/{shard}.h5",
+        faces=lambda wc: faces_file(wc.shard),
+        segments=lambda wc: segments_file(wc.shard),
     output:
-        ensure(f"results/flow/{FLOW_KEY}/{{shard}}.h5", non_empty=True),
+        ensure("results/flow/{flow_key}/{shard}.h5", non_empty=True),
     params:
-        flow=FLOW_PARAMS,
+        flow=lambda wc: PLAN.flows[wc.flow_key],
     log:
-        f"logs/flow/{FLOW_KEY}/{{shard}}.log",
+        "logs/flow/{flow_key}/{shard}.log",
     benchmark:
-        f"benchmarks/flow/{FLOW_KEY}/{{shard}}.tsv"
+        "benchmarks/flow/{flow_key}/{shard}.tsv"
     threads: 1
     resources:
         mem_mb=3000,

@@ -37,17 +37,14 @@ rule summary:
 
 
 def preview_inputs(wildcards):
-    inputs = {
-        "faces": f"results/faces/{wildcards.shard}.h5",
-        "segments": f"results/segments/{wildcards.shard}.h5",
-    }
-    if USES_FLOW:
-        inputs["flow"] = f"results/flow/{FLOW_KEY}/{wildcards.shard}.h5"
+    """The shard's faces and segments, its first flow variant and first dynamic images."""
+    inputs = {"faces": faces_file(wildcards.shard), "segments": segments_file(wildcards.shard)}
+    if PLAN.flows:
+        inputs["flow"] = flow_file(next(iter(PLAN.flows)), wildcards.shard)
     for source in ("rgb", "flow"):
-        if f"dynamic_{source}" in STREAM_INPUTS:
-            inputs[f"dynamic_{source}"] = (
-                f"results/dynamic/{source}/{DYNAMIC_KEY[source]}/{wildcards.shard}.h5"
-            )
+        keys = [k for k in PLAN.dynamics if k.startswith(f"{source}/")]
+        if keys:
+            inputs[f"dynamic_{source}"] = dynamic_file(keys[0], wildcards.shard)
     return inputs
 
 

@@ -1,7 +1,7 @@
 rule segments:
     """Cut each video of a shard into fixed-length segments (frame indices only)."""
     input:
-        faces="results/faces/{shard}.h5",
+        faces=lambda wc: faces_file(wc.shard),
     output:
         ensure("results/segments/{shard}.h5", non_empty=True),
     params:

@@ -8,8 +8,8 @@ from vfer.runtime import setup_logging
 
 setup_logging(snakemake.log[0])
 experiment = snakemake.params.experiment
-settings = evaluate.Settings.from_config(experiment, snakemake.params.classifier,
-                                         snakemake.params.aggregate, snakemake.params.seed)
+settings = evaluate.Settings.from_config(experiment, snakemake.params.aggregate,
+                                         snakemake.params.seed)
 files = {s: {int(f): p for f, p in per_fold.items()} for s, per_fold in snakemake.params.files.items()}
 result, predictions = evaluate.run(
     read_folds(snakemake.input.folds), files, list(snakemake.params.classes), settings

@@ -1,19 +1,24 @@
-"""Snakemake adapter for rule extract (see vfer.features.extract_stream)."""
-from vfer import features
+"""Snakemake adapter for rule extract (see vfer.features)."""
+from vfer.inputs import group_inputs
 from vfer.runtime import provenance, select_device, set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
+from vfer import features  # noqa: E402 - after the log is set up, so torch's warnings land there
+
 set_threads(snakemake.threads)
-stream = dict(snakemake.params.stream)
-features.extract_stream(
-    stream["input"],
-    features.shard_tuples(stream["input"], snakemake.input),
-    snakemake.wildcards.stream,
-    stream,
-    list(snakemake.params.classes),
-    select_device(snakemake.params.device),
-    snakemake.output[0],
-    provenance(snakemake.rule, snakemake.config, stream),
-    model_path=snakemake.input.get("model"),
-    info_path=snakemake.input.get("info"),
-)
+model = snakemake.params.model
+shards = group_inputs(snakemake.input)
+attrs = provenance(snakemake.rule, snakemake.config, model)
+if model["kind"] == "descriptor":
+    features.describe(model, shards["main"], snakemake.output[0], attrs)
+else:
+    features.extract_model(
+        model,
+        shards,
+        list(snakemake.params.classes),
+        select_device(snakemake.params.device),
+        snakemake.output[0],
+        attrs,
+        model_path=snakemake.input.get("model"),
+        info_path=snakemake.input.get("info"),
+    )

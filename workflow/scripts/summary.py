@@ -13,7 +13,8 @@ for name, path in zip(snakemake.params.experiments, snakemake.input.metrics):
     with open(path) as fh:
         results[name] = json.load(fh)
 failures = pd.concat(
-    [pd.read_csv(p, sep="\t", dtype=str) for p in snakemake.input.failures], ignore_index=True
+    [pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False)
+     for p in snakemake.input.failures], ignore_index=True
 )
 table = report.summary_table(results)
 best = int(table["accuracy_mean"].to_numpy().argmax())

@@ -1,0 +1,181 @@
+"""The config: strict schema, defaults, registries as the schema's choices, the plan."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from vfer import config as cfg
+from vfer.nets import registry
+from vfer.nets.registry import (BACKBONES, DESCRIPTORS, FUSIONS, HEADS, INITS, INPUTS,
+                                OPTIMIZERS, SCHEDULES, TEMPORAL)
+
+SCHEMA = cfg.load_schema()
+DEMO = yaml.safe_load((REPO / "config/config.yaml").read_text())
+
+
+def props(*path):
+    node = SCHEMA
+    for key in path:
+        node = node[key]
+    return node
+
+
+def test_the_schema_choices_are_the_registries_keys():
+    network = props("properties", "networks", "additionalProperties", "properties")
+    branch = network["inputs"]["additionalProperties"]["properties"]
+    stream = props("properties", "streams", "additionalProperties", "properties")
+    training = props("$defs", "training", "properties")
+    assert branch["backbone"]["enum"] == list(BACKBONES.names())
+    assert stream["backbone"]["enum"] == list(BACKBONES.names()) + list(DESCRIPTORS.names())
+    assert branch["input"]["enum"] == stream["input"]["enum"] == list(INPUTS.names())
+    assert props("$defs", "temporal", "properties", "kind")["enum"] == list(TEMPORAL.names())
+    assert network["fusion"]["properties"]["kind"]["enum"] == list(FUSIONS.names()) + [None]
+    assert network["head"]["properties"]["kind"]["enum"] == list(HEADS.names())
+    assert training["optimizer"]["enum"] == list(OPTIMIZERS.names())
+    assert training["schedule"]["enum"] == list(SCHEDULES.names())
+    assert training["init"]["enum"] == list(INITS.names())
+    options = set(branch["backbone_options"]["properties"])
+    assert options == {o for n in BACKBONES for o in BACKBONES.meta(n)["options"]}
+    temporal_options = set(props("$defs", "temporal", "properties")) - {"kind"}
+    assert temporal_options == {o for n in TEMPORAL for o in TEMPORAL.meta(n)["options"]}
+
+
+@pytest.mark.parametrize("reg", [BACKBONES, TEMPORAL, FUSIONS, HEADS, OPTIMIZERS, SCHEDULES,
+                                 INITS, INPUTS, DESCRIPTORS])
+def test_every_registered_target_exists(reg):
+    for name in reg:
+        module, attr = reg.entry(name).target.split(":")
+        assert hasattr(importlib.import_module(module), attr), (reg.kind, name)
+
+
+def test_the_registry_module_does_not_import_torch():
+    source = (REPO / "vfer/nets/registry.py").read_text() + (REPO / "vfer/config.py").read_text()
+    assert "import torch" not in source
+    assert registry.BACKBONES.meta("alexnet")["input_size"] == 227
+
+
+def config(**changes) -> dict:
+    c = copy.deepcopy(DEMO)
+    c.update(copy.deepcopy(changes))
+    return c
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(segmnets={}), r"unknown key 'segmnets' \(did you mean 'segments'\?\)"),
+    (lambda c: c["streams"]["spatial"].update(finetun="none"),
+     r"unknown key 'streams.spatial.finetun' \(did you mean 'finetune'\?\)"),
+    (lambda c: c["streams"]["spatial"].update(stepz=3),
+     r"unknown key 'streams.spatial.stepz' \(did you mean 'steps'\?\)"),
+    (lambda c: c["networks"]["rgb_flow_lstm"]["inputs"]["rgb"].update(wieghts=None),
+     r"unknown key 'networks.rgb_flow_lstm.inputs.rgb.wieghts' \(did you mean 'weights'\?\)"),
+    (lambda c: c["flow"]["farneback"].update(levels=-1), r"flow.farneback.levels: -1 is less"),
+    (lambda c: c["flow"]["farneback"].update(winsize=0), r"flow.farneback.winsize: 0 is less"),
+    (lambda c: c["flow"]["farneback"].update(poly_n=2), r"flow.farneback.poly_n: 2 is not one of"),
+    (lambda c: c["classifier"].update(gamma=["foo"]), r"classifier.gamma\[0\]: 'foo'"),
+    (lambda c: c["networks"]["rgb_flow_lstm"]["temporal"].update(kind="gru"),
+     r"networks.rgb_flow_lstm.temporal.kind: 'gru' is not one of \['mean', 'max', 'lstm'"),
+    (lambda c: c["flow"]["variants"]["hs"].update(methd="tvl1"),
+     r"unknown key 'flow.variants.hs.methd' \(did you mean 'method'\?\)"),
+])
+def test_bad_keys_and_values_are_refused_with_their_path(edit, message):
+    c = config()
+    edit(c)
+    with pytest.raises(cfg.ConfigError, match=message):
+        cfg.load(c, SCHEMA)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["experiments"].append({"name": "spatial", "streams": ["temporal"]}),
+     r"experiments\[10\].name: experiment 'spatial' is defined twice"),
+    (lambda c: c["experiments"].append({"name": "x", "streams": ["nope"]}),
+     r"experiments\[10\].streams: 'nope' is neither a stream nor a network"),
+    (lambda c: c["streams"]["spatial"].update(layer="fc7"),
+     r"streams.spatial.layer: small_cnn has taps \['conv', 'fc'\], not 'fc7'"),
+    (lambda c: c["streams"]["temporal"].update(flow="tvl1"),
+     r"streams.temporal.flow: unknown flow variant 'tvl1'"),
+    (lambda c: c["streams"]["spatial"].update(backbone_options={"kernels": [5, 3], "width": 2}),
+     r"streams.spatial.backbone_options.width: backbone small_cnn has no option 'width'"),
+    (lambda c: c["networks"]["rgb_flow_lstm"]["temporal"].update(channels=[4]),
+     r"networks.rgb_flow_lstm.temporal.channels: temporal model lstm has no option 'channels'"),
+    (lambda c: c["experiments"].append({"name": "s", "streams": ["landmarks"],
+                                        "classifier": {"kind": "softmax"}}),
+     r"softmax uses a network trained per fold; 'landmarks' is not one"),
+    (lambda c: c["experiments"].append({"name": "s", "streams": ["spatial", "rgb_flow_lstm"],
+                                        "classifier": {"kind": "softmax"}}),
+     r"experiments\[10\].fusion: softmax scores of several networks are combined by fusion: "
+     r"scores"),
+    (lambda c: c["streams"]["handcrafted"].update(input="flow"),
+     r"streams.handcrafted: backbone hog needs input: frames and finetune: none"),
+    (lambda c: c["networks"]["rgb_flow_lstm"]["inputs"]["rgb"].update(share="flow"),
+     r"inputs.rgb.share: 'flow' is not an earlier input of rgb_flow_lstm"),
+    (lambda c: c["networks"]["rgb_flow_lstm"].update(
+        fusion={"kind": "sum", "gating": {"from": "flow", "to": "rgb", "at": ["layer3.0"]}}),
+     r"gating needs both branches on the same residual backbone"),
+])
+def test_cross_field_mistakes_are_refused_with_their_path(edit, message):
+    c = config()
+    edit(c)
+    with pytest.raises(cfg.ConfigError, match=message):
+        cfg.load(c, SCHEMA)
+
+
+def test_defaults_fill_gaps_and_variants_inherit_from_the_default_flow():
+    c = config()
+    plan = cfg.load(c, SCHEMA)
+    assert c["faces"]["detector"] == "mediapipe" and c["protocol"]["folds"] == 10
+    flows = {p["method"]: p for p in plan.flows.values()}
+    assert set(flows) == {"farneback", "horn_schunck"}
+    assert flows["horn_schunck"]["bound"] == 2  # from the default flow, not the schema's 20
+    assert flows["horn_schunck"]["params"]["alpha"] == 0.03
+    keys = {m: plan.models[m]["sources"][m]["flow"] for m in ("temporal", "temporal_hs")}
+    assert keys["temporal"].startswith("farneback-") and keys["temporal_hs"].startswith(
+        "horn_schunck-")
+
+
+def test_a_stream_is_a_one_input_network_that_trains_on_single_images():
+    plan = cfg.load(config(), SCHEMA)
+    spatial = plan.models["spatial"]
+    assert spatial["kind"] == "network" and spatial["train"]["sample_steps"] == 1
+    net = spatial["network"]
+    assert [b["taps"] for b in net["branches"]] == [["fc"]]
+    assert net["temporal"] == {"kind": "mean"} and net["head"] == {"kind": "backbone"}
+    assert net["features"] == "pooled"
+    lstm = plan.models["rgb_flow_lstm"]
+    assert [(b["name"], b["steps"]) for b in lstm["network"]["branches"]] == [("rgb", 16),
+                                                                              ("flow", 15)]
+    assert lstm["train"]["sample_steps"] is None
+    assert plan.experiments["rgb_flow_lstm"]["classifier"]["kind"] == "softmax"
+    assert plan.experiments["rgb_flow_lstm"]["classifier"]["C"] == DEMO["classifier"]["C"]
+
+
+def test_dynamic_variants_name_their_source_and_windows_need_consecutive_flows():
+    c = config()
+    c["dynamic"]["variants"] = {"ordered": {"source": "flow", "window": 28,
+                                            "method": "rank_svm"}}
+    c["streams"]["ordered"] = {"input": "dynamic_flow", "dynamic": "ordered",
+                               "backbone": "small_cnn"}
+    c["experiments"].append({"name": "ordered", "streams": ["ordered"]})
+    with pytest.raises(cfg.ConfigError, match="set consecutive: true on flow variant 'default'"):
+        cfg.load(copy.deepcopy(c), SCHEMA)
+    c["flow"]["consecutive"] = True
+    plan = cfg.load(c, SCHEMA)
+    source = plan.models["ordered"]["sources"]["ordered"]
+    params = plan.dynamics[source["dynamic"]]
+    assert source["dynamic"].startswith("flow/rank_svm-")
+    assert params["window"] == 28 and params["flow_key"] == source["flow"]
+    c["streams"]["ordered"]["input"] = "dynamic_rgb"
+    with pytest.raises(cfg.ConfigError, match="variant 'ordered' pools flow, not rgb"):
+        cfg.load(c, SCHEMA)
+
+
+def test_python_tags_in_yaml_are_refused(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("samples: !!python/object/apply:os.system ['touch marker']\n")
+    with pytest.raises(cfg.ConfigError, match=r"evil.yaml line 1: YAML tag .*python.* is refused"):
+        cfg.read_yaml(path)
+    assert not (tmp_path / "marker").exists()

@@ -1,0 +1,204 @@
+"""Training networks per fold and extracting their features (vfer.training, vfer.features)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vfer import config as cfg
+from vfer import features, training
+from vfer.inputs import InputSource
+from vfer.store import FacesFile, FeaturesFile, SegmentsFile
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def plan(streams=None, networks=None, experiments=None, **top):
+    """The plan of a minimal config (only the keys given, the rest defaults)."""
+    c = {"samples": "unused.tsv", "classes": ["x", "y"], "streams": streams or {},
+         "networks": networks or {}, "segments": {"length": 4, "stride": 4},
+         "experiments": experiments or [{"name": n, "streams": [n]}
+                                        for n in {**(streams or {}), **(networks or {})}]}
+    c.update(top)
+    return cfg.load(c)
+
+
+def write_shard(tmp_path, clips: dict[str, np.ndarray], length=4):
+    """Faces and segments files of clips (T x H x W x 3 uint8), segments of ``length``."""
+    faces, segs = tmp_path / "faces.h5", tmp_path / "segments.h5"
+    with FacesFile.create(faces, {}) as f, SegmentsFile.create(segs, {}) as s:
+        for vid, frames in clips.items():
+            n = len(frames)
+            f.write_video(vid, frames, np.zeros((n, 4), np.float32), np.ones(n, np.float32),
+                          np.zeros((n, 2, 2), np.float32), np.zeros((n, 478, 3), np.float32),
+                          np.ones(n, bool), np.arange(n, dtype=np.int32),
+                          np.arange(n, dtype=np.int32), {})
+            starts = np.arange(0, n - length + 1, length)
+            s.write_video(vid, starts[:, None] + np.arange(length)[None], n)
+    return {"faces": str(faces), "segments": str(segs)}
+
+
+def two_class_clips(n, size=24, frames=8, seed=0):
+    """Class 0: bright top half; class 1: bright bottom half; plus noise."""
+    rng = np.random.default_rng(seed)
+    clips, labels = {}, {}
+    for i in range(n):
+        label = i % 2
+        x = rng.integers(0, 60, (frames, size, size, 3))
+        half = slice(0, size // 2) if label == 0 else slice(size // 2, size)
+        x[:, half] += 150
+        clips[f"v{seed}_{i}"] = x.astype(np.uint8)
+        labels[f"v{seed}_{i}"] = label
+    return clips, labels
+
+
+SPATIAL = {"spatial": {"input": "frames", "backbone": "small_cnn", "size": 24, "steps": 60,
+                       "batch_size": 16, "lr": 3e-3, "weight_decay": 0.0, "eval_every": 10,
+                       "patience": 3}}
+
+
+def sample_set(tmp_path, n, seed, model):
+    clips, labels = two_class_clips(n, seed=seed)
+    (tmp_path / str(seed)).mkdir()
+    files = write_shard(tmp_path / str(seed), clips)
+    sources = {b: InputSource("frames", [files]) for b in model["sources"]}
+    sizes = {b["name"]: b["size"] for b in model["network"]["branches"]}
+    return training.SampleSet(sources, sizes, sorted(clips), labels, 100)
+
+
+def test_training_learns_a_separable_task_and_keeps_the_best_validation_model(tmp_path):
+    model = plan(SPATIAL).models["spatial"]
+    train_set, val_set = sample_set(tmp_path, 16, 0, model), sample_set(tmp_path, 8, 1, model)
+    network, _ = training.initial_network(model, ["x", "y"])
+    history = training.fit(network, train_set, val_set, model["train"], 0, CPU)
+    assert np.mean(history["loss"][-10:]) < 0.5 * np.mean(history["loss"][:10])
+    best_step, best_loss = min(history["val_loss"], key=lambda s: s[1])
+    assert history["best_step"] == best_step
+    assert training.evaluate_loss(network, val_set, CPU, 8) == pytest.approx(best_loss, rel=1e-5)
+    inputs, _, y = val_set.batch(np.arange(len(val_set)))
+    with torch.no_grad():
+        pred = network(training.normalise(training.to_device(inputs, CPU))).argmax(1).numpy()
+    assert (pred == y).mean() >= 0.9
+
+
+def test_early_stopping_stops_when_validation_stalls(tmp_path):
+    model = plan({"s": {**SPATIAL["spatial"], "steps": 400, "eval_every": 5,
+                        "patience": 2}}).models["s"]
+    train_set = sample_set(tmp_path, 8, 0, model)
+    noise = sample_set(tmp_path, 8, 1, model)
+    noise.labels = np.random.default_rng(3).integers(0, 2, len(noise))
+    network, _ = training.initial_network(model, ["x", "y"])
+    history = training.fit(network, train_set, noise, model["train"], 0, CPU)
+    assert len(history["loss"]) < 400
+
+
+def test_one_flip_is_applied_to_every_branch_and_negates_x_flow_about_its_zero():
+    x = torch.zeros(2, 3, 3, 4, 4)
+    x[:, :, 0, :, 0] = 0.2  # x channel: leftmost column
+    inputs = {"rgb": x.clone(), "flow": x.clone(), "dyn": x[:, :1].clone()}
+    zeros = {"rgb": None, "flow": np.full((2, 3, 2), 0.5, np.float32),
+             "dyn": np.full((2, 1, 2), 0.25, np.float32)}
+    gen = torch.Generator().manual_seed(0)
+    while True:  # draw until the first sample is flipped and the second is not
+        out = training.augment(inputs, zeros, gen, True, 0.0, 1.0)
+        if not torch.equal(out["rgb"][0], x[0]) and torch.equal(out["rgb"][1], x[1]):
+            break
+    assert torch.allclose(out["rgb"][0, :, 0, :, 3], torch.full((3, 4), 0.2))  # mirrored only
+    assert torch.allclose(out["flow"][0, :, 0, :, 3], torch.full((3, 4), 0.8))  # 2 * 0.5 - 0.2
+    assert torch.allclose(out["flow"][0, :, 0, :, :3], torch.ones(3, 4, 3))  # zero flow -> 1.0
+    assert torch.allclose(out["dyn"][0, :, 0, :, 3], torch.full((1, 4), 0.3))  # 2 * 0.25 - 0.2
+    assert torch.equal(out["flow"][1], x[1]) and torch.equal(out["dyn"][1], x[1, :1])
+    assert torch.equal(out["flow"][0, :, 1:], x[0, :, 1:].flip(-1))  # y and magnitude: mirrored
+
+
+def test_stream_features_are_the_segment_mean_of_the_backbone_tap(tmp_path):
+    model = plan({"s": {**SPATIAL["spatial"], "finetune": "none"}}).models["s"]
+    clips, _ = two_class_clips(3)
+    files = write_shard(tmp_path, clips)
+    outs = []
+    for k in range(2):
+        outs.append(tmp_path / f"f{k}.h5")
+        features.extract_model(model, {"s": [files]}, ["x", "y"], CPU, str(outs[-1]), {})
+    network, _ = training.initial_network(model, ["x", "y"])
+    backbone = network.backbones()["s"].eval()
+    with FeaturesFile(outs[0]) as a, FeaturesFile(outs[1]) as b:
+        assert a.videos() == sorted(clips) and not a.has_scores and a.attrs["fold"] == "all"
+        for vid, frames in clips.items():
+            got = a.features(vid)
+            assert got.shape == (2, 64)
+            np.testing.assert_array_equal(got, b.features(vid))
+            x = training.normalise(training.to_device({"s": frames[None]}, CPU))["s"][0]
+            with torch.no_grad():
+                taps = backbone.tap(x, ["fc"])[0].numpy()
+            np.testing.assert_allclose(got, taps.reshape(2, 4, -1).mean(1), rtol=1e-4,
+                                       atol=1e-5)
+
+
+def test_validation_subjects_come_from_the_training_subjects():
+    fit, val = training.split_validation(["a", "b", "c", "d", "e"], 0.2, 0)
+    assert len(val) == 1 and not fit & val and fit | val == set("abcde")
+    assert training.split_validation(["a", "b", "c", "d", "e"], 0.2, 0) == (fit, val)
+    assert training.split_validation(["a"], 0.2, 0) == ({"a"}, set())
+
+
+def test_descriptor_streams_need_no_model(tmp_path):
+    model = plan({"hog": {"input": "frames", "backbone": "hog", "finetune": "none"}}).models["hog"]
+    files = write_shard(tmp_path, two_class_clips(2, size=32)[0])
+    features.describe(model, [files], str(tmp_path / "hog.h5"), {})
+    with FeaturesFile(tmp_path / "hog.h5") as f:
+        assert f.features(f.videos()[0]).shape == (2, 2 * 1764)
+        assert f.attrs["weights_sha256"] == "none"
+
+
+def folds_table(subjects: dict[str, str], labels: dict[str, int], fold: dict[str, int]):
+    return pd.DataFrame({"video_id": list(subjects), "subject": list(subjects.values()),
+                         "label": ["xy"[labels[v]] for v in subjects],
+                         "fold": [fold[v] for v in subjects]})
+
+
+def test_a_two_input_network_trains_only_on_training_subjects(tmp_path):
+    networks = {"two": {"inputs": {"rgb": {"input": "frames", "backbone": "small_cnn",
+                                           "size": 24},
+                                   "dyn": {"input": "frames", "backbone": "identity",
+                                           "size": 8, "pool": "avg"}},
+                        "temporal": {"kind": "lstm", "hidden": 8}, "steps": 4,
+                        "batch_size": 4, "eval_every": 2, "val_fraction": 0.5}}
+    model = plan(networks=networks).models["two"]
+    clips, labels = two_class_clips(6)
+    files = write_shard(tmp_path, clips)
+    vids = sorted(clips)
+    subjects = {v: f"s{i // 2}" for i, v in enumerate(vids)}
+    fold = {v: int(subjects[v][1:]) for v in vids}
+    folds = folds_table(subjects, labels, fold)
+    info = training.train_model(model, {"rgb": [files], "dyn": [files]}, folds, 0, ["x", "y"],
+                                CPU, str(tmp_path / "m.pt"), str(tmp_path / "m.json"))
+    seen = set(info["train_videos"]) | set(info["validation_videos"])
+    assert seen == set(vids[2:]) and info["train_subjects"] == ["s1", "s2"]
+    assert len(info["validation_videos"]) == 2  # one of the two training subjects
+    assert json.loads((tmp_path / "m.json").read_text())["train_videos_sha256"] == \
+        info["train_videos_sha256"]
+    out = tmp_path / "fold0.h5"
+    features.extract_model(model, {"rgb": [files], "dyn": [files]}, ["x", "y"], CPU, str(out),
+                           {}, str(tmp_path / "m.pt"), str(tmp_path / "m.json"))
+    with FeaturesFile(out) as f:
+        assert f.attrs["fold"] == 0 and json.loads(f.attrs["train_subjects"]) == ["s1", "s2"]
+        scores = f.scores(vids[0])
+        assert scores.shape == (2, 2) and np.allclose(scores.sum(1), 1.0, atol=1e-5)
+    leaky = folds.copy()
+    leaky.loc[leaky["video_id"] == vids[2], "subject"] = "s0"  # s0 tested in fold 0, trains
+    with pytest.raises(training.LeakageError, match="fold 0: .* would be trained on and tested"):
+        training.train_model(model, {"rgb": [files], "dyn": [files]}, leaky, 0, ["x", "y"], CPU,
+                             str(tmp_path / "m2.pt"), str(tmp_path / "m2.json"))
+    assert not (tmp_path / "m2.pt").exists()

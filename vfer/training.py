@@ -1,0 +1,462 @@
+"""Training any network per fold, on that fold's training subjects only (docs/networks.md).
+
+A sample is one segment of one training video: for every branch, its T time steps (or
+``sample_steps`` of them, at the same positions in every branch). A ``val_fraction`` of the
+training subjects is held out for early stopping (the best validation model is kept). One
+random flip, rotation and crop per sample is applied identically to every branch and time
+step; under a flip the x flow of flow inputs is negated about its zero level. Optimizers,
+learning-rate schedules and initialisations are registered by name (vfer.nets.registry).
+CUDA uses bfloat16 autocast; on the CPU the same seed gives the same model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from vfer.inputs import InputSource
+from vfer.io import atomic_path, sha256_of
+
+log = logging.getLogger(__name__)
+
+#: Input normalisation of image inputs (torchvision's ImageNet statistics).
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+class LeakageError(RuntimeError):
+    """A model would be trained on a video of a subject its fold tests."""
+
+
+# --- registered optimizers, schedules, initialisations -----------------------------------
+
+def adam(params, cfg: dict) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+def sgd(params, cfg: dict) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"],
+                           weight_decay=cfg["weight_decay"])
+
+
+def adadelta(params, cfg: dict) -> torch.optim.Optimizer:
+    """Adadelta with rho = ``momentum`` (paper 001 calls it the attenuation coefficient)."""
+    return torch.optim.Adadelta(params, lr=cfg["lr"], rho=cfg["momentum"],
+                                weight_decay=cfg["weight_decay"])
+
+
+def constant_schedule(cfg: dict):
+    return lambda step: 1.0
+
+
+def step_schedule(cfg: dict):
+    every = cfg["step_size"] or max(1, cfg["steps"] // 3)
+    return lambda step: cfg["gamma"] ** (step // every)
+
+
+def cosine_schedule(cfg: dict):
+    return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, cfg["steps"]) / cfg["steps"]))
+
+
+def _layers(module: nn.Module):
+    return [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear))]
+
+
+def default_init(module: nn.Module) -> None:
+    """torch's own initialisation (already applied at construction)."""
+
+
+def xavier_init(module: nn.Module) -> None:
+    for m in _layers(module):
+        nn.init.xavier_uniform_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def kaiming_init(module: nn.Module) -> None:
+    for m in _layers(module):
+        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+# --- samples -----------------------------------------------------------------------------
+
+def resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Resize uint8 images (..., h, w, 3) to size x size (area when shrinking)."""
+    import cv2
+
+    if images.shape[-3:-1] == (size, size):
+        return np.ascontiguousarray(images)
+    flat = images.reshape((-1,) + images.shape[-3:])
+    shrink = flat.shape[1] > size
+    out = np.stack([cv2.resize(im, (size, size),
+                               interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+                    for im in flat]) if len(flat) else np.zeros((0, size, size, 3), np.uint8)
+    return out.reshape(images.shape[:-3] + (size, size, 3))
+
+
+class SampleSet:
+    """(video, segment) samples of a network's branches with their labels.
+
+    ``sources[branch]`` reads the branch's input; ``sizes[branch]`` is its image side (None
+    for vector inputs). Each video's items are read once, resized, and kept in memory when
+    the whole set fits in ``cache_mb``; otherwise each batch reads what it needs.
+    """
+
+    def __init__(self, sources: Mapping[str, InputSource], sizes: Mapping[str, int | None],
+                 videos: list[str], labels: Mapping[str, int], cache_mb: float):
+        self.sources, self.sizes = dict(sources), dict(sizes)
+        self.index = {b: {v: s.index(v) for v in videos} for b, s in self.sources.items()}
+        counts = {v: {len(ix[v]) for ix in self.index.values()} for v in videos}
+        for v, n in counts.items():
+            if len(n) != 1:
+                raise ValueError(f"{v}: the inputs disagree on the number of segments {sorted(n)}")
+        self.items = [(v, s) for v in videos for s in range(next(iter(counts[v])))]
+        self.labels = np.array([labels[v] for v, _ in self.items], np.int64)
+        self.steps = {b: next(iter(ix.values())).shape[1] if ix else 1
+                      for b, ix in self.index.items()}
+        self._cache = None
+        if self.items and self._bytes(videos) <= cache_mb * 2 ** 20:
+            self._cache = {b: {v: self._load(b, v) for v in videos} for b in self.sources}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _bytes(self, videos: list[str]) -> int:
+        total = 0
+        for b, ix in self.index.items():
+            per = self.sizes[b] ** 2 * 3 if self.sizes[b] else \
+                self.sources[b].vector * 4
+            total += per * sum(len(np.unique(ix[v])) for v in videos)
+        return total
+
+    def _load(self, branch: str, video: str):
+        """(items, zero levels, item position of each segment step) of one video."""
+        index = self.index[branch][video]
+        unique, inverse = np.unique(index, return_inverse=True)
+        source = self.sources[branch]
+        items = source.items(video, unique)
+        if self.sizes[branch]:
+            items = resize(items, self.sizes[branch])
+        return items, source.zero(video, unique), inverse.reshape(index.shape)
+
+    def aligned_steps(self) -> int:
+        """Time steps that every branch with more than one step has (L and L - 1 -> L - 1)."""
+        longer = [t for t in self.steps.values() if t > 1]
+        return min(longer) if longer else 1
+
+    def batch(self, idx: np.ndarray, steps: np.ndarray | None = None):
+        """({branch: items (B, T, ...)}, {branch: zero levels (B, T, 2) or None}, labels (B,)).
+
+        ``steps`` (B x k positions < aligned_steps()) picks the same time steps in every branch
+        with more than one step; None takes all."""
+        inputs, zeros = {}, {}
+        for b in self.sources:
+            rows, zrows = [], []
+            for k, i in enumerate(idx):
+                v, s = self.items[i]
+                if self._cache is not None:
+                    items, zero, where = self._cache[b][v]
+                    pick = where[s]
+                else:
+                    items, zero, where = None, None, self.index[b][v][s]
+                    pick = where
+                if steps is not None and self.steps[b] > 1:
+                    pick = pick[steps[k]]
+                if items is None:
+                    got = self.sources[b].items(v, pick)
+                    rows.append(resize(got, self.sizes[b]) if self.sizes[b] else got)
+                    zrows.append(self.sources[b].zero(v, pick))
+                else:
+                    rows.append(items[pick])
+                    zrows.append(None if zero is None else zero[pick])
+            inputs[b] = np.stack(rows)
+            zeros[b] = None if zrows[0] is None else np.stack(zrows)
+        return inputs, zeros, self.labels[idx]
+
+
+def to_device(inputs: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """Items as float tensors on ``device``: images (B, T, 3, H, W) in [0, 1] (transferred as
+    uint8), vectors (B, T, D)."""
+    out = {}
+    for b, x in inputs.items():
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
+        if t.dtype == torch.uint8:
+            t = t.permute(0, 1, 4, 2, 3).float().div_(255.0)
+        out[b] = t.float()
+    return out
+
+
+def normalise(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ImageNet normalisation of image inputs (B, T, 3, H, W); vectors unchanged."""
+    out = {}
+    for b, x in inputs.items():
+        if x.ndim == 5:
+            mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 1, 3, 1, 1)
+            std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 1, 3, 1, 1)
+            x = (x - mean) / std
+        out[b] = x
+    return out
+
+
+def augment(inputs: dict[str, torch.Tensor], zeros: Mapping[str, np.ndarray | None],
+            generator: torch.Generator, flip: bool, rotate: float, crop: float) -> dict:
+    """One random horizontal flip, rotation (up to ``rotate`` degrees) and crop (``crop``..1
+    of the side) per sample, the same for every image branch and time step. A flip negates the
+    x flow of flow inputs about its zero level z: x -> 2z - x. Flow vectors are not rotated:
+    a few degrees change them by a few percent. Vector inputs are left as they are."""
+    first = next(iter(inputs.values()))
+    n = first.shape[0]
+    u = torch.rand(n, 5, generator=generator)
+    flipped = (u[:, 0] < 0.5) if flip else torch.zeros(n, dtype=torch.bool)
+    angle = torch.deg2rad((u[:, 1] * 2 - 1) * rotate)
+    scale = crop + (1 - crop) * u[:, 2]
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = scale * torch.cos(angle), -scale * torch.sin(angle)
+    theta[:, 1, 0], theta[:, 1, 1] = scale * torch.sin(angle), scale * torch.cos(angle)
+    theta[:, 0, 2] = (u[:, 3] * 2 - 1) * (1 - scale)
+    theta[:, 1, 2] = (u[:, 4] * 2 - 1) * (1 - scale)
+    out = {}
+    for b, x in inputs.items():
+        if x.ndim != 5:
+            out[b] = x
+            continue
+        if flipped.any():
+            x = x.clone()
+            f = flipped.to(x.device)
+            x[f] = x[f].flip(-1)
+            if zeros.get(b) is not None:
+                z = torch.from_numpy(zeros[b][..., 0]).to(x.device, x.dtype)  # (B, T)
+                x[f, :, 0] = 2 * z[f][..., None, None] - x[f, :, 0]
+        if rotate > 0 or crop < 1:
+            bsz, t, c, h, w = x.shape
+            flat = x.reshape(bsz, t * c, h, w)
+            grid = nn.functional.affine_grid(theta.to(x.device, x.dtype), [bsz, t * c, h, w],
+                                             align_corners=False)
+            flat = nn.functional.grid_sample(flat, grid, padding_mode="border",
+                                             align_corners=False)
+            x = flat.reshape(bsz, t, c, h, w)
+        out[b] = x
+    return out
+
+
+def autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _batches(samples: SampleSet, cfg: dict, rng: np.random.Generator) -> Iterator:
+    """Random training batches, assembled one ahead in a background thread."""
+    k = cfg["sample_steps"]
+    aligned = samples.aligned_steps()
+
+    def make():
+        idx = rng.integers(0, len(samples), cfg["batch_size"])
+        steps = None
+        if k is not None:
+            steps = np.sort(np.stack([rng.choice(aligned, min(k, aligned), replace=False)
+                                      for _ in idx]), axis=1)
+        return samples.batch(idx, steps)
+
+    result: list = [None]
+    thread = threading.Thread(target=lambda: result.__setitem__(0, make()), daemon=True)
+    thread.start()
+    try:
+        while True:
+            thread.join()
+            batch = result[0]
+            thread = threading.Thread(target=lambda: result.__setitem__(0, make()), daemon=True)
+            thread.start()
+            yield batch
+    finally:
+        thread.join()
+
+
+def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg: dict,
+        seed: int, device: torch.device) -> dict:
+    """Train with the configured optimizer and schedule on random mini-batches; with a
+    validation set, evaluate every ``eval_every`` steps, keep the best model and stop after
+    ``patience`` evaluations without improvement. Returns the training history."""
+    from vfer.nets.registry import OPTIMIZERS, SCHEDULES
+
+    gen = torch.Generator().manual_seed(seed)
+    network.to(device).train()
+    opt = OPTIMIZERS.build(cfg["optimizer"], network.parameters(), cfg)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, SCHEDULES.build(cfg["schedule"], cfg))
+    loss_fn = nn.CrossEntropyLoss()
+    aug = cfg["augment"]
+    every = cfg["eval_every"] or max(1, cfg["steps"] // 10)
+    history = {"loss": [], "val_loss": [], "best_step": None}
+    best, best_loss, waited, losses = None, np.inf, 0, []
+    batches = _batches(train_set, cfg, np.random.default_rng(seed))
+    try:
+        for step in range(cfg["steps"]):
+            inputs, zeros, y = next(batches)
+            x = augment(to_device(inputs, device), zeros, gen, aug["flip"], aug["rotate"],
+                        aug["crop"])
+            with autocast(device):
+                loss = loss_fn(network(normalise(x)), torch.from_numpy(y).to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            schedule.step()
+            losses.append(loss.detach())  # no host synchronisation inside the loop
+            if (step + 1) % every and step + 1 != cfg["steps"]:
+                continue
+            history["loss"] += torch.stack(losses).float().cpu().tolist()
+            losses = []
+            recent = float(np.mean(history["loss"][-every:]))
+            if val_set is None or not len(val_set):
+                log.info("step %d/%d loss %.4f", step + 1, cfg["steps"], recent)
+                continue
+            val_loss = evaluate_loss(network, val_set, device, cfg["batch_size"])
+            history["val_loss"].append((step + 1, val_loss))
+            log.info("step %d/%d loss %.4f validation loss %.4f", step + 1, cfg["steps"],
+                     recent, val_loss)
+            if val_loss < best_loss - 1e-4:
+                best_loss, waited, history["best_step"] = val_loss, 0, step + 1
+                best = {k: v.detach().clone() for k, v in network.state_dict().items()}
+            else:
+                waited += 1
+                if waited >= cfg["patience"]:
+                    log.info("early stop: no improvement in %d evaluations", waited)
+                    break
+            network.train()
+    finally:
+        batches.close()
+    if best is not None:
+        network.load_state_dict(best)
+    network.eval()
+    return history
+
+
+@torch.no_grad()
+def evaluate_loss(network: nn.Module, samples: SampleSet, device: torch.device,
+                  batch: int) -> float:
+    """Mean cross-entropy over whole segments (every time step)."""
+    network.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(samples), batch):
+        inputs, _, y = samples.batch(np.arange(i, min(i + batch, len(samples))))
+        with autocast(device):
+            logits = network(normalise(to_device(inputs, device)))
+        total += nn.functional.cross_entropy(logits.float(), torch.from_numpy(y).to(device),
+                                             reduction="sum").item()
+        n += len(y)
+    return total / max(n, 1)
+
+
+# --- a model per fold ----------------------------------------------------------------------
+
+def split_validation(subjects: list[str], fraction: float, seed: int) -> tuple[set, set]:
+    """Training subjects split into (fit, validation): ``fraction`` of them (at least one,
+    none if only one subject) for early stopping; seeded."""
+    subjects = sorted(set(subjects))
+    k = int(round(fraction * len(subjects)))
+    k = min(max(k, 1), len(subjects) - 1) if fraction > 0 and len(subjects) > 1 else 0
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    val = {subjects[i] for i in order[:k]}
+    return set(subjects) - val, val
+
+
+def initial_network(model: dict, classes: list[str]):
+    """The model's network with its configured initialisation and initial weights files;
+    returns (network, provenance of the initial weights per branch)."""
+    from vfer.nets.backbones import load_weights
+    from vfer.nets.network import Network
+    from vfer.nets.registry import BACKBONES, INITS
+
+    torch.manual_seed(model["train"]["seed"])
+    network = Network(model["network"], len(classes))
+    INITS.get(model["train"]["init"])(network)
+    initial = {}
+    for branch, backbone in network.backbones().items():
+        path = model["weights"].get(branch)
+        if not path:
+            initial[branch] = {"path": "random", "sha256": "random"}
+            continue
+        name = next(b["backbone"] for b in model["network"]["branches"] if b["name"] == branch)
+        meta = BACKBONES.meta(name)
+        info = load_weights(backbone, path, meta["head"], optional=(".se.",))
+        initial[branch] = {"path": info["path"], "sha256": info["sha256"]}
+        log.info("%s: initial weights %s (sha256 %s)", branch, info["path"], info["sha256"])
+    if any(v["path"] == "random" for v in initial.values()):
+        log.warning("%s: %s start from random initialisation (weights: null)", model["name"],
+                    sorted(b for b, v in initial.items() if v["path"] == "random"))
+    return network, initial
+
+
+def sources_of(model: dict, shards: Mapping[str, list[Mapping[str, str]]]) -> dict:
+    """Open each branch's input over its shard files."""
+    out = {}
+    try:
+        for branch, source in model["sources"].items():
+            out[branch] = InputSource(source["input"], shards[branch])
+    except BaseException:
+        for s in out.values():
+            s.close()
+        raise
+    return out
+
+
+def train_model(model: dict, shards: Mapping[str, list[Mapping[str, str]]], folds, fold: int,
+                classes: list[str], device: torch.device, model_out: str, info_out: str) -> dict:
+    """Train a network on the training subjects of ``fold``; save its weights and a JSON
+    record of exactly what it was trained on. Raises LeakageError if a training or validation
+    video belongs to a subject tested in this fold."""
+    cfg, fold = model["train"], int(fold)
+    tested = folds[folds["fold"] == fold]
+    train_rows = folds[folds["fold"] != fold]
+    class_index = {c: i for i, c in enumerate(classes)}
+    sizes = {b["name"]: b["size"] for b in model["network"]["branches"]}
+    sources = sources_of(model, shards)
+    try:
+        present = set.intersection(*(set(s.videos()) for s in sources.values()))
+        rows = train_rows[train_rows["video_id"].isin(present)]
+        if rows.empty:
+            raise ValueError(f"fold {fold}: no training video has every input of "
+                             f"{model['name']}")
+        fit_subjects, val_subjects = split_validation(list(rows["subject"]), cfg["val_fraction"],
+                                                      cfg["seed"] + fold)
+        labels = dict(zip(rows["video_id"], rows["label"].map(class_index)))
+        fit_ids = sorted(rows.loc[rows["subject"].isin(fit_subjects), "video_id"])
+        val_ids = sorted(rows.loc[rows["subject"].isin(val_subjects), "video_id"])
+        leaked = (set(fit_ids) | set(val_ids)) & set(tested["video_id"]) or \
+            (fit_subjects | val_subjects) & set(tested["subject"])
+        if leaked:
+            raise LeakageError(f"fold {fold}: {sorted(leaked)[:3]} would be trained on and "
+                               "tested")
+        fit_set = SampleSet(sources, sizes, fit_ids, labels, cfg["cache_mb"])
+        val_set = SampleSet(sources, sizes, val_ids, labels, cfg["cache_mb"]) if val_ids \
+            else None
+        log.info("fold %d: %d training segments from %d videos (%d subjects), %d validation "
+                 "segments from %d videos (%d subjects)", fold, len(fit_set), len(fit_ids),
+                 len(fit_subjects), 0 if val_set is None else len(val_set), len(val_ids),
+                 len(val_subjects))
+        network, initial = initial_network(model, classes)
+        history = fit(network, fit_set, val_set, cfg, cfg["seed"] + fold, device)
+    finally:
+        for s in sources.values():
+            s.close()
+    with atomic_path(model_out) as tmp:
+        torch.save({k: v.cpu() for k, v in network.state_dict().items()}, tmp)
+    subjects = sorted(fit_subjects | val_subjects)
+    info = {"fold": fold, "model": model["name"], "initial_weights": initial,
+            "train_videos": fit_ids, "validation_videos": val_ids,
+            "train_subjects": subjects, "train_subjects_sha256": sha256_of(subjects),
+            "train_videos_sha256": sha256_of(fit_ids + val_ids),
+            "steps_run": len(history["loss"]), "best_step": history["best_step"],
+            "final_loss": float(np.mean(history["loss"][-10:])) if history["loss"] else None,
+            "val_loss": history["val_loss"], "seed": cfg["seed"] + fold}
+    with atomic_path(info_out) as tmp:
+        tmp.write_text(json.dumps(info, indent=1))
+    return info
