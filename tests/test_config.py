@@ -53,9 +53,16 @@ def test_every_registered_target_exists(reg):
         assert hasattr(importlib.import_module(module), attr), (reg.kind, name)
 
 
-def test_the_registry_module_does_not_import_torch():
-    source = (REPO / "vfer/nets/registry.py").read_text() + (REPO / "vfer/config.py").read_text()
-    assert "import torch" not in source
+def test_the_registry_and_the_config_do_not_import_torch():
+    import ast
+
+    for module in ("vfer/nets/registry.py", "vfer/config.py", "vfer/nets/__init__.py"):
+        tree = ast.parse((REPO / module).read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree)
+                    if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree)
+                     if isinstance(n, ast.ImportFrom) and n.module}
+        assert not imported & {"torch", "mediapipe", "tensorflow"}, module
     assert registry.BACKBONES.meta("alexnet")["input_size"] == 227
 
 
@@ -179,3 +186,24 @@ def test_python_tags_in_yaml_are_refused(tmp_path):
     with pytest.raises(cfg.ConfigError, match=r"evil.yaml line 1: YAML tag .*python.* is refused"):
         cfg.read_yaml(path)
     assert not (tmp_path / "marker").exists()
+
+
+def test_torchvision_weights_are_found_in_the_hub_cache_or_named_with_their_command(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    c = config()
+    c["streams"]["spatial"].update(backbone="alexnet", weights="torchvision", size=None)
+    with pytest.raises(cfg.ConfigError, match=r"streams.spatial.weights: torchvision's "
+                       r"alexnet-owt-7be5be79.pth is not in .*hub/checkpoints; .*"
+                       r"load_state_dict_from_url\('https://download.pytorch.org/models/"
+                       r"alexnet-owt-7be5be79.pth'\)"):
+        cfg.load(copy.deepcopy(c), SCHEMA)
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "alexnet-owt-7be5be79.pth").write_bytes(b"x")
+    plan = cfg.load(c, SCHEMA)
+    assert plan.models["spatial"]["weights"]["spatial"] == str(
+        checkpoints / "alexnet-owt-7be5be79.pth")
+    c["streams"]["spatial"].update(backbone="small_cnn")
+    with pytest.raises(cfg.ConfigError, match="torchvision has no weights for small_cnn"):
+        cfg.load(c, SCHEMA)

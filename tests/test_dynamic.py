@@ -124,3 +124,42 @@ def test_ordered_flow_maps_need_consecutive_flows(tmp_path):
                             np.array([[2, 3, 4]]))
     with segs, flow, pytest.raises(ValueError, match="flow.consecutive"):
         dynamic.video_sequences("flow", {"window": 28}, "v", None, segs, flow)
+
+def test_linearly_weighted_moving_average_is_ren_eq3():
+    x = np.array([[1.0], [2.0], [3.0]])
+    np.testing.assert_allclose(dynamic.smooth(x, "lwma")[:, 0], [1.0, 5 / 3, 14 / 6])
+    np.testing.assert_allclose(dynamic.smooth(x, "tvm")[:, 0], [1.0, 1.5, 2.0])
+
+
+def test_pairwise_rank_svm_solves_its_primal():
+    """The dual solution equals a direct solve of min |u|^2/2 + C sum_{i<j} hinge(1 - u'd_ij)."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(4)
+    frames = rng.normal(size=(6, 3)) + np.linspace(0, 2, 6)[:, None] * np.array([1.0, -0.5, 0.2])
+    C = 0.5
+    u = dynamic.rank_pairwise_image(frames, C=C, smoothing="lwma")
+    m = dynamic.smooth(frames, "lwma")
+    d = np.array([m[j] - m[i] for i in range(6) for j in range(i + 1, 6)])
+    # the QP: min |u|^2/2 + C sum xi, xi >= 0, xi >= 1 - d u
+    n = len(d)
+    objective = lambda z: 0.5 * z[:3] @ z[:3] + C * z[3:].sum()  # noqa: E731
+    cons = [{"type": "ineq", "fun": lambda z: d @ z[:3] - 1 + z[3:]},
+            {"type": "ineq", "fun": lambda z: z[3:]}]
+    best = minimize(objective, np.zeros(3 + n), constraints=cons, method="SLSQP",
+                    options={"ftol": 1e-12, "maxiter": 500})
+    np.testing.assert_allclose(u, best.x[:3], atol=1e-4)
+    assert objective(np.concatenate([u, np.maximum(0, 1 - d @ u)])) <= best.fun + 1e-6
+    reverse = dynamic.rank_pairwise_image(frames, C=C, reverse=True, smoothing="lwma")
+    assert not np.allclose(reverse, u)
+
+
+def test_per_channel_scaling_and_zero_levels():
+    image = np.stack([np.array([[-2.0, 2.0]]), np.array([[0.0, 4.0]]), np.array([[1.0, 3.0]])],
+                     axis=-1)  # 1 x 2 x 3: x in [-2, 2], y in [0, 4], third in [1, 3]
+    per = dynamic.to_uint8(image, per_channel=True)
+    assert per[0, 0].tolist() == [0, 0, 0] and per[0, 1].tolist() == [255, 255, 255]
+    np.testing.assert_allclose(dynamic.zero_level(image, per_channel=True), [0.5, 0.0, -0.5])
+    whole = dynamic.to_uint8(image)  # over all channels: -2 -> 0, 4 -> 255
+    assert whole[0, 0].tolist() == [0, 85, 128] and whole[0, 1].tolist() == [170, 255, 212]
+    assert float(dynamic.zero_level(image)) == pytest.approx(2 / 6)

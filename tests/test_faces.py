@@ -38,6 +38,30 @@ def test_alignment_levels_rotated_eyes_and_places_them():
     assert mapped[:, 0].tolist() == pytest.approx([27.5, 82.5])  # 2 IOD span the 110 px width
 
 
+def test_keep_and_pad_scale_both_axes_alike():
+    left, right = np.array([100.0, 120.0]), np.array([140.0, 120.0])  # 40 px apart, level
+    m = faces.alignment_matrix(np.stack([left, right]), (150, 110), (3.0, 2.0), 1 / 3, "keep")
+    assert abs(m[0, 0]) == pytest.approx(abs(m[1, 1]))  # one scale: no distortion
+    mapped = np.array([m @ np.append(p, 1.0) for p in (left, right)])
+    # 3 IOD fill the 150 px height (1.25 px per frame px), so 2 IOD span 100 of the 110 px
+    assert mapped[:, 0].tolist() == pytest.approx([30.0, 80.0])
+    assert mapped[:, 1].tolist() == pytest.approx([50.0, 50.0])
+    mask = faces.pad_mask((64, 64), (64.0, 64 * 2 / 3), (32.0, 32.0))  # 3 x 2 IOD in 64 x 64
+    assert mask[:, :10].all() and mask[:, 54:].all() and not mask[:, 11:53].any()
+
+
+def test_pad_zeroes_what_lies_outside_the_face_region(demo_clip):
+    """Paper 003's square crops: the 3 x 2 IOD region scaled to 64 px high, zeros beside it."""
+    t = track(demo_clip[0], fit="pad", size=[64, 64], crop_iod=[3.0, 2.0])
+    assert t.detected.mean() >= 0.9
+    crops = t.crops.astype(int)
+    outside = faces.pad_mask((64, 64), (64.0, 64 * 2 / 3), (64 / 3 + (0.5 - 1 / 3) * 64, 32.0))
+    assert outside[:, :10].all() and not outside[:, 12:52].any()
+    assert (crops[:, outside] == 0).all() and crops[:, ~outside].mean() > 30
+    keep = track(demo_clip[0], fit="keep", size=[64, 64], crop_iod=[3.0, 2.0]).crops.astype(int)
+    assert (keep[:, outside] > 0).mean() > 0.9  # keep shows the frame where pad has zeros
+
+
 def test_box_matrix_adds_the_margin_and_keeps_the_aspect():
     m = faces.box_matrix(np.array([10.0, 20.0, 60.0, 120.0]), (64, 64), 0.1)
     # 50 x 100 box + 10% per side = 60 x 120, widened to square 120 x 120 around (35, 70).

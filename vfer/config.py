@@ -306,7 +306,33 @@ def _training(config: dict, s: dict, branches: list[dict], where: str) -> dict:
     return train
 
 
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+
+
+def torchvision_weights(backbone: str, where: str) -> str:
+    """The standard torchvision weights file of ``backbone`` in torch's hub cache
+    ($TORCH_HOME/hub/checkpoints, TORCH_HOME defaulting to $XDG_CACHE_HOME/torch or
+    ~/.cache/torch); ConfigError with the file and the command that fetches it if missing."""
+    name = BACKBONES.meta(backbone).get("torchvision_file")
+    if not name:
+        raise ConfigError(f"{where}.weights: torchvision has no weights for {backbone}")
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
+    home = os.environ.get("TORCH_HOME", os.path.join(cache, "torch"))
+    path = os.path.join(home, "hub", "checkpoints", name)
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"{where}.weights: torchvision's {name} is not in {os.path.dirname(path)}; on a "
+            "machine with internet, fetch it with: python -c \"import torch; "
+            f"torch.hub.load_state_dict_from_url('{TORCHVISION_URL}{name}')\" (then copy it "
+            "there, or set TORCH_HOME)")
+    return path
+
+
 def _weights(branch: dict, path: str | None, where: str) -> str | None:
+    """The initial weights file of a branch: a path, ``torchvision`` (the standard file in
+    torch's hub cache), or None (random initialisation)."""
+    if path == "torchvision":
+        return torchvision_weights(branch["backbone"], where)
     if path and not os.path.isfile(path):
         raise ConfigError(f"{where}.weights: weights file not found: {path}")
     if path and BACKBONES.meta(branch["backbone"]).get("head") is None:
@@ -424,7 +450,8 @@ def _experiment(config: dict, plan: Plan, e: dict, where: str) -> dict:
             raise ConfigError(f"{where}.weights: learned weights need scores of models fitted "
                               "on part of the training subjects; softmax experiments use mean")
     return {"name": e["name"], "streams": list(e["streams"]), "fusion": e["fusion"],
-            "weights": e["weights"], "classifier": classifier}
+            "weights": e["weights"], "classifier": classifier,
+            "reported": [dict(r) for r in e["reported"]]}
 
 
 def resolve(config: dict) -> Plan:

@@ -314,12 +314,30 @@ def nearest_present(present: np.ndarray) -> np.ndarray:
     return np.where(t - left <= right - t, left, right)
 
 
+FITS = ("stretch", "keep", "pad")
+
+
+def _fit_scales(region_w: float, region_h: float, size: tuple[int, int],
+                fit: str) -> tuple[float, float]:
+    """x and y scales that map a region of region_w x region_h pixels onto a crop of ``size``:
+    ``stretch`` fills the crop (each axis on its own); ``keep`` and ``pad`` use one scale, so
+    that the whole region fits and keeps its aspect."""
+    h, w = size
+    if fit == "stretch":
+        return w / region_w, h / region_h
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}; choose from {list(FITS)}")
+    s = min(w / region_w, h / region_h)
+    return s, s
+
+
 def alignment_matrix(eyes: np.ndarray, size: tuple[int, int], crop_iod: tuple[float, float],
-                     eye_row: float) -> np.ndarray:
+                     eye_row: float, fit: str = "stretch") -> np.ndarray:
     """2 x 3 affine mapping frame pixels to the aligned crop.
 
-    The eyes end up level, their midpoint at column W/2 and row ``eye_row`` * H; the crop spans
-    ``crop_iod`` = (height, width) inter-ocular distances (scaled to ``size`` = (H, W)).
+    The eyes end up level, their midpoint at column W/2 and row ``eye_row`` * H; the region of
+    ``crop_iod`` = (height, width) inter-ocular distances is fitted to ``size`` = (H, W)
+    (``fit``: stretched to fill it, or scaled alike on both axes).
     """
     left, right = eyes[0], eyes[1]
     d = right - left
@@ -329,20 +347,33 @@ def alignment_matrix(eyes: np.ndarray, size: tuple[int, int], crop_iod: tuple[fl
     cos, sin = d / iod
     rot = np.array([[cos, sin], [-sin, cos]])  # rotates the eye line onto the x axis
     h, w = size
-    a = np.diag([w / (crop_iod[1] * iod), h / (crop_iod[0] * iod)]) @ rot
+    sx, sy = _fit_scales(crop_iod[1] * iod, crop_iod[0] * iod, size, fit)
+    a = np.diag([sx, sy]) @ rot
     t = np.array([w / 2.0, eye_row * h]) - a @ ((left + right) / 2.0)
     return np.hstack([a, t[:, None]])
 
 
-def box_matrix(box: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
-    """2 x 3 affine mapping the box (grown by ``margin`` per side, then to the crop's aspect
-    ratio) onto a crop of ``size`` = (H, W); no rotation."""
+def box_matrix(box: np.ndarray, size: tuple[int, int], margin: float,
+               fit: str = "keep") -> np.ndarray:
+    """2 x 3 affine mapping the box (grown by ``margin`` per side) onto a crop of ``size`` =
+    (H, W), centred, without rotation (``fit``: stretched to fill it, or scaled alike on both
+    axes so that the crop shows more of the frame around the box)."""
     h, w = size
     cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
     bw, bh = (box[2] - box[0]) * (1 + 2 * margin), (box[3] - box[1]) * (1 + 2 * margin)
-    bw, bh = max(bw, bh * w / h), max(bh, bw * h / w)
-    sx, sy = w / bw, h / bh
+    sx, sy = _fit_scales(bw, bh, size, fit)
     return np.array([[sx, 0.0, w / 2.0 - sx * cx], [0.0, sy, h / 2.0 - sy * cy]])
+
+
+def pad_mask(size: tuple[int, int], region_hw: tuple[float, float], centre: tuple[float, float]
+             ) -> np.ndarray:
+    """Crop pixels outside a region of ``region_hw`` (pixels) around ``centre`` (row, col):
+    what ``fit: pad`` sets to zero."""
+    rows = np.arange(size[0]) + 0.5
+    cols = np.arange(size[1]) + 0.5
+    inside_r = np.abs(rows - centre[0]) <= region_hw[0] / 2 + 1e-6
+    inside_c = np.abs(cols - centre[1]) <= region_hw[1] / 2 + 1e-6
+    return ~(inside_r[:, None] & inside_c[None, :])
 
 
 def warp_crop(frame: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -367,7 +398,7 @@ def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def align_crop(frame: np.ndarray, eyes: np.ndarray, size: tuple[int, int],
                crop_iod: tuple[float, float], eye_row: float) -> np.ndarray:
-    """Eye-aligned crop of ``frame``."""
+    """Eye-aligned crop of ``frame`` (stretched to ``size``)."""
     return warp_crop(frame, alignment_matrix(eyes, size, crop_iod, eye_row), size)
 
 
@@ -425,12 +456,27 @@ def track_video(path: str, detector, params: dict, keep_bytes: int = 512 << 20) 
     mode = params["align"]
     if mode == "eyes" and params["detector"] == "none" and with_eyes.mean() < 0.5:
         mode = "resize"  # pre-cropped faces without enough landmarks: resize only
+    fit, mask = params["fit"], None
     if mode == "eyes":
         eyes = _smooth(eyes, with_eyes, params["smooth_sigma"])
-        matrices = [alignment_matrix(e, size, crop_iod, params["eye_row"]) for e in eyes]
+        matrices = [alignment_matrix(e, size, crop_iod, params["eye_row"], fit) for e in eyes]
+        if fit == "pad":  # the region, in crop pixels, is the same in every frame
+            k = min(size[1] / crop_iod[1], size[0] / crop_iod[0])
+            region = (crop_iod[0] * k, crop_iod[1] * k)
+            row = params["eye_row"]
+            mask = pad_mask(size, region, (row * size[0] + (0.5 - row) * region[0],
+                                           size[1] / 2))
     elif mode == "box":
         geometry = _smooth(boxes, detected, params["smooth_sigma"])
-        matrices = [box_matrix(b, size, params["margin"]) for b in geometry]
+        matrices = [box_matrix(b, size, params["margin"], fit) for b in geometry]
+        if fit == "pad":
+            masks = []
+            for b, m in zip(geometry, matrices):
+                grow = 1 + 2 * params["margin"]
+                masks.append(pad_mask(size, ((b[3] - b[1]) * grow * m[1, 1],
+                                             (b[2] - b[0]) * grow * m[0, 0]),
+                                      (size[0] / 2, size[1] / 2)))
+            mask = np.stack(masks)
     else:
         matrices = None  # whole frames, resized
 
@@ -442,6 +488,8 @@ def track_video(path: str, detector, params: dict, keep_bytes: int = 512 << 20) 
             _fill_crops(crops, frames, detected, matrices)
     else:
         _fill_crops(crops, frames, detected, matrices)
+    if mask is not None:  # fit: pad: what lies outside the region is zero
+        crops[np.broadcast_to(mask, (n,) + size) if mask.ndim == 2 else mask] = 0
     crops[~detected] = crops[source[~detected]]
     out_fps = target_fps if target_fps and target_fps < info.fps else info.fps
     attrs = {"path": path, "source": info.kind, "decoded_frames": decoded,

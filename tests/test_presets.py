@@ -1,0 +1,115 @@
+"""The five published systems as presets: full scale and small, every reported row linked."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.tiny import SNAKEMAKE
+from vfer import config as cfg
+from vfer import presets
+from vfer.cli import main as vfer_main
+from vfer.demo import write_video
+from vfer.nets.registry import BACKBONES
+
+
+def merged(*files: Path) -> dict:
+    """config/config.yaml with the files merged over it, as Snakemake merges config files."""
+    def merge(a, b):
+        for key, value in b.items():
+            if isinstance(value, dict) and isinstance(a.get(key), dict):
+                merge(a[key], value)
+            else:
+                a[key] = copy.deepcopy(value)
+
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    for f in files:
+        merge(config, yaml.safe_load(Path(f).read_text()))
+    return config
+
+
+@pytest.fixture
+def torchvision_home(tmp_path, monkeypatch):
+    """A torch hub cache holding (stand-in) torchvision weights files."""
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for name in BACKBONES:
+        file = BACKBONES.meta(name).get("torchvision_file")
+        if file:
+            (checkpoints / file).write_bytes(b"stand-in")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "torch"
+
+
+def structure(plan: cfg.Plan) -> dict:
+    """What a small variant must keep: per model its inputs, backbones, taps, pooling, fusion,
+    gating and temporal kinds, head kind; per experiment its streams, fusion and classifier."""
+    models = {}
+    for name, m in plan.models.items():
+        if m["kind"] != "network":
+            models[name] = m["descriptor"]
+            continue
+        net = m["network"]
+        models[name] = (
+            [(b["name"], b["input"], b["backbone"], tuple(b["taps"]), b["pool"],
+              (b["temporal"] or {}).get("kind"), b["activation"]) for b in net["branches"]],
+            net["fusion"]["kind"], net["fusion"]["gating"], net["temporal"]["kind"],
+            net["head"]["kind"], net["features"], m["finetune"])
+    experiments = {e: (x["streams"], x["fusion"], x["classifier"]["kind"])
+                   for e, x in plan.experiments.items()}
+    return {"models": models, "experiments": experiments}
+
+
+@pytest.mark.parametrize("system", presets.SYSTEMS)
+def test_the_small_variant_keeps_the_full_preset_s_structure(system, torchvision_home):
+    full = cfg.load(merged(*presets.preset_files(system, small=False)))
+    small = cfg.load(merged(*presets.preset_files(system)))
+    assert structure(small) == structure(full)
+    assert full.experiments and all(e["reported"] is not None for e in full.experiments.values())
+
+
+@pytest.mark.parametrize("system", presets.SYSTEMS)
+def test_every_reported_row_is_linked_to_one_experiment(system, torchvision_home):
+    plan = cfg.load(merged(*presets.preset_files(system, small=False)))
+    linked = [(r["table"], r["row"]) for e in plan.experiments.values() for r in e["reported"]]
+    rows = {(r["table"], r["row"]) for r in presets.reported_rows(system)}
+    assert rows, system
+    assert set(linked) == rows  # every row of the paper's tables, and nothing else
+    assert len(linked) == len(set(linked))  # each row reproduced by one experiment
+
+
+LAYOUTS = {  # the dataset layout each paper used, as vfer manifest reads it
+    "enterface": lambda root, s, label, k: root / f"subject {s}" / label / f"sentence {k}"
+                                                 / f"s{s}_{label[:2]}_{k}.avi",
+    "rml": lambda root, s, label, k: root / f"s{s}" / f"{label[:2]}{k}.avi",
+}
+PAPER_DATASET = {"rfscnn": "enterface", "emotionalvlan": "enterface",
+                 "enhanced_convlstm": "enterface", "mffcnn": "rml", "stc_nlstm": "rml"}
+
+
+@pytest.mark.parametrize("system", presets.SYSTEMS)
+def test_the_full_preset_plans_on_its_paper_s_dataset_layout(system, torchvision_home, tmp_path):
+    layout = PAPER_DATASET[system]
+    root = tmp_path / "dataset"
+    classes = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+    for s in range(1, 11):
+        for label in classes:
+            path = LAYOUTS[layout](root, s, label, 1)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_video(path, np.full((3, 16, 16, 3), 100, np.uint8))
+    table = tmp_path / "samples.tsv"
+    assert vfer_main(["manifest", "--layout", layout, str(root), "-o", str(table)]) == 0
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text((REPO / "config/config.yaml").read_text())
+    result = subprocess.run(
+        [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n", "--cores", "2",
+         "--configfile", str(REPO / f"config/methods/{system}.yaml"),
+         "--config", f"samples={table}"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "evaluate" in result.stdout and "train" in result.stdout
