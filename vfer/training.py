@@ -393,6 +393,8 @@ def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg
 
     gen = torch.Generator().manual_seed(seed)
     network.to(device).train()
+    if device.type == "cuda":
+        channels_last(network)
     opt = OPTIMIZERS.build(cfg["optimizer"], network.parameters(), cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, SCHEDULES.build(cfg["schedule"], cfg))
     loss_fn = nn.CrossEntropyLoss()
@@ -400,8 +402,6 @@ def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg
     every = cfg["eval_every"] or max(1, cfg["steps"] // 10)
     history = {"loss": [], "val_loss": [], "best_step": None}
     best, best_loss, waited, losses = None, np.inf, 0, []
-    if device.type == "cuda":
-        channels_last(network)
     batches = _batches(train_set, cfg, np.random.default_rng(seed), device)
     try:
         for step in range(cfg["steps"]):
