@@ -321,11 +321,11 @@ def _map(fn, tree):
 
 def prefetch(source: Iterator, device: torch.device, ahead: int = 2) -> Iterator:
     """The items of ``source`` (nested dicts and tuples of arrays and other values), made
-    ``ahead`` items ahead in a background thread, with their arrays as tensors: on the CPU as they are; on CUDA
-    pinned and copied to the device on a side stream in that thread, the consumer's stream
-    waiting for each copy on the device (the host does not wait). The host runs at most
-    ``ahead`` + 1 items ahead of the device: then it waits for the oldest item's work, so that
-    memory stays bounded."""
+    ``ahead`` items ahead in a background thread, with their arrays as tensors: on the CPU as
+    they are; on CUDA pinned and copied to the device on a side stream in that thread, the
+    consumer's stream waiting for each copy on the device (the host does not wait). The host
+    runs at most ``ahead`` + 1 items ahead of the device, then waits for the oldest item's
+    work, so that memory stays bounded."""
     cuda = device.type == "cuda"
     stream = torch.cuda.Stream(device) if cuda else None
     threads = torch.get_num_threads()  # OpenMP thread settings are per thread
