@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO := data/demo/samples.tsv
 CORES ?= all
 
-.PHONY: all install demo resume bench report-screenshot test clean
+.PHONY: all install demo resume bench bench-gpu report-screenshot test clean
 all: demo
 
 install: $(STAMP)
@@ -53,6 +53,11 @@ report-screenshot: results/report.html
 # Every cost next to its target: benchmarks/RESULTS.md and benchmarks/results.csv.
 bench: $(STAMP) $(DEMO)
 	$(BIN)/python -m benchmarks.bench --cores 2
+
+# The GPU figures of issue 16 beside their targets: benchmarks/GPU.md (on a machine without
+# CUDA it says so, writes nothing and exits 0).
+bench-gpu: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_gpu
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -47,7 +47,7 @@ def bare(method, params, data) -> None:
             for a, b in pairs:
                 flow.farneback(gray[a], gray[b], **params)
         return
-    solver = flow.tvl1_solver(**params)
+    solver = flow.tvl1_solver(**{k: v for k, v in params.items() if k != "backend"})
     for gray, pairs in data:
         for a, b in pairs:
             solver.calc(gray[a], gray[b], None)

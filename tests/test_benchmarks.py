@@ -1,10 +1,15 @@
 """The arithmetic behind benchmarks/RESULTS.md (the measurements themselves run in make bench)."""
 
+import subprocess
+import sys
+
 import pandas as pd
+import pytest
+import torch
 
 from benchmarks.bench import markdown
 from benchmarks.bench_workflow import busy_seconds
-from benchmarks.common import Row
+from benchmarks.common import REPO, Row
 
 
 def test_busy_time_is_the_union_of_job_intervals():
@@ -20,3 +25,13 @@ def test_each_figure_is_judged_against_its_target():
     table = markdown(rows, [])
     assert "| flow | ratio 2 | 1.3 x | <= 1.2 x | no |" in table
     assert "1 targets met, 1 missed." in table
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: bench-gpu would measure")
+def test_bench_gpu_exits_0_and_writes_nothing_without_cuda(tmp_path):
+    out = tmp_path / "GPU.md"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.bench_gpu", "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "no CUDA device; nothing measured" in result.stdout
+    assert not out.exists()

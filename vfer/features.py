@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -22,7 +21,8 @@ from vfer.io import file_sha256, sha256_of
 from vfer.nets.registry import DESCRIPTORS
 from vfer.runtime import progress
 from vfer.store import FeaturesFile
-from vfer.training import autocast, initial_network, normalise, resize, sources_of, to_device
+from vfer.training import (autocast, channels_last, initial_network, network_inputs, prefetch,
+                           resize, sources_of)
 
 log = logging.getLogger(__name__)
 
@@ -58,29 +58,68 @@ def describe(model: dict, shards: list[Mapping[str, str]], out_path: str,
 
 
 @torch.no_grad()
+def batch_outputs(network: torch.nn.Module, batches: Iterator[tuple[Mapping, object]],
+                  device: torch.device, scores: bool) -> Iterator[tuple]:
+    """(tag, features, softmax probabilities or None) of each (inputs, tag) of ``batches``,
+    float32 on the device: the batches prefetched (vfer.training.prefetch) and normalised on
+    the device; nothing waits for the device."""
+    for x, tag in prefetch(batches, device):
+        x = network_inputs(x, device)
+        with autocast(device):
+            f, logits = network.features_and_logits(x)
+        yield tag, f.float(), torch.softmax(logits.float(), dim=1) if scores else None
+
+
 def segment_outputs(network: torch.nn.Module, inputs: Mapping[str, np.ndarray],
                     device: torch.device, segments_per_batch: int,
                     scores: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Features (S x D float32) and softmax probabilities (S x K, or None) of S segments."""
-    feats, probs = [], []
-    n = len(next(iter(inputs.values())))
-    for i in range(0, n, segments_per_batch):
-        x = normalise(to_device({b: v[i:i + segments_per_batch] for b, v in inputs.items()},
-                                device))
-        with autocast(device):
-            f, logits = network.features_and_logits(x)
-        feats.append(f.float().cpu())
-        if scores:
-            probs.append(torch.softmax(logits.float(), dim=1).cpu())
-    return torch.cat(feats).numpy().astype(np.float32), \
-        torch.cat(probs).numpy().astype(np.float32) if scores else None
+    outputs = [(f, p) for _, f, p in batch_outputs(
+        network, video_batches([(None, inputs)], segments_per_batch), device, scores)]
+    feats, probs = zip(*outputs)
+    return torch.cat(feats).cpu().numpy(), torch.cat(probs).cpu().numpy() if scores else None
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return {b: np.concatenate([p[b] for p in parts]) for b in parts[0]}
+
+
+def video_batches(videos: Iterable[tuple[str, Mapping[str, np.ndarray]]],
+                  per_batch: int) -> Iterator[tuple[dict, list[tuple[str, int]]]]:
+    """Batches of ``per_batch`` segments (the last one: what is left) across videos in order,
+    each with the (video, number of its segments) it holds; ``videos`` gives each video's
+    inputs (S x ... per branch)."""
+    parts, owners, have = [], [], 0
+    for vid, inputs in videos:
+        n = len(next(iter(inputs.values())))
+        if n == 0:
+            raise ValueError(f"{vid}: no segments")
+        start = 0
+        while start < n:
+            take = min(n - start, per_batch - have)
+            parts.append({b: v[start:start + take] for b, v in inputs.items()})
+            owners.append((vid, take))
+            have, start = have + take, start + take
+            if have == per_batch:
+                yield _concat(parts), owners
+                parts, owners, have = [], [], 0
+    if have:
+        yield _concat(parts), owners
+
+
+#: Batches computed between two writes of the finished videos' outputs (each write waits for
+#: the device; prefetching goes on meanwhile).
+WRITE_EVERY = 8
 
 
 def extract_model(model: dict, shards: Mapping[str, list[Mapping[str, str]]],
                   classes: list[str], device: torch.device, out_path: str, provenance: dict,
                   model_path: str | None = None, info_path: str | None = None) -> None:
     """Segment features of every video with a fold's trained network (``model_path``) or,
-    with ``finetune: none``, with the configured initial weights."""
+    with ``finetune: none``, with the configured initial weights. Batches of segments span
+    videos, read, resized and moved to the device ahead of the network (prefetch)."""
     network, initial = initial_network(model, classes)
     attrs = {"stream": model["name"], "finetune": model["finetune"],
              "initial_weights": initial, **provenance}
@@ -94,38 +133,49 @@ def extract_model(model: dict, shards: Mapping[str, list[Mapping[str, str]]],
     else:
         attrs.update({"weights_sha256": sha256_of(initial), "fold": "all",
                       "train_subjects": [], "train_subjects_sha256": sha256_of([])})
-    network.to(device).eval()
+    channels_last(network.to(device).eval())
     branches = {b["name"]: b for b in model["network"]["branches"]}
     steps = sum(b["steps"] for b in branches.values())
     side = max(b["size"] or 1 for b in branches.values())
     per_batch = max(1, EXTRACT_PIXELS.get(device.type, 1 << 19) // (side * side * steps))
     sources = sources_of(model, shards)
-    started, forward = time.perf_counter(), 0.0
+    started, segments = time.perf_counter(), 0
     try:
         ids = sorted(set.intersection(*(set(s.videos()) for s in sources.values())))
 
-        def load(vid):
-            out = {}
-            for b, source in sources.items():
-                items = source.items(vid, source.index(vid))
-                size = branches[b]["size"]
-                out[b] = resize(items, size) if size else items
-            return out
+        def load():
+            for vid in progress(ids, f"features {model['name']}"):
+                out = {}
+                for b, source in sources.items():
+                    items = source.items(vid, source.index(vid))
+                    size = branches[b]["size"]
+                    out[b] = resize(items, size) if size else items
+                yield vid, out
 
-        with FeaturesFile.create(out_path, attrs) as out, ThreadPoolExecutor(1) as prefetch:
-            pending = prefetch.submit(load, ids[0]) if ids else None
-            for k, vid in enumerate(progress(ids, f"features {model['name']}")):
-                inputs = pending.result()
-                if k + 1 < len(ids):
-                    pending = prefetch.submit(load, ids[k + 1])
-                start = time.perf_counter()
-                feats, probs = segment_outputs(network, inputs, device, per_batch,
-                                               scores=bool(model_path))
-                forward += time.perf_counter() - start
-                out.write_video(vid, feats, probs)
+        with FeaturesFile.create(out_path, attrs) as out:
+            outputs: dict[str, list] = {}  # video -> [(features, probabilities)] on the device
+
+            def write(videos: list[str]) -> None:
+                for vid in videos:
+                    feats, probs = zip(*outputs.pop(vid))
+                    out.write_video(vid, torch.cat(feats).cpu().numpy(),
+                                    torch.cat(probs).cpu().numpy() if model_path else None)
+
+            batches = batch_outputs(network, video_batches(load(), per_batch), device,
+                                    scores=bool(model_path))
+            for k, (owners, f, p) in enumerate(batches):
+                offset = 0
+                for vid, n in owners:
+                    outputs.setdefault(vid, []).append(
+                        (f[offset:offset + n], None if p is None else p[offset:offset + n]))
+                    offset += n
+                segments += offset
+                if (k + 1) % WRITE_EVERY == 0:
+                    write(list(outputs)[:-1])  # the last one may go on in the next batch
+            write(list(outputs))
     finally:
         for s in sources.values():
             s.close()
     elapsed = time.perf_counter() - started
-    log.info("extraction %.1f s, forward pass %.1f s (%.0f%%)", elapsed, forward,
-             100 * forward / max(elapsed, 1e-9))
+    log.info("extraction %.1f s, %d segments in batches of %d (%.1f segments/s)", elapsed,
+             segments, per_batch, segments / max(elapsed, 1e-9))

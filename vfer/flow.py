@@ -1,9 +1,12 @@
 """Optical flow between the frame pairs of segments, and 8-bit flow images (METHODS.md).
 
-Methods: ``farneback`` and ``tvl1`` (OpenCV, one pair per call, pairs spread over threads)
-and ``horn_schunck`` (ours: batched over pairs, coarse-to-fine with warping, in numpy or in
-torch on CUDA; both run the same operations). Each distinct pair of a video is computed once;
-a pair of identical frame indices (padding) has zero flow without computing.
+Methods: ``farneback`` and ``tvl1`` (OpenCV, one pair per call, pairs spread over threads),
+``tvl1`` in torch (vfer.tvl1: OpenCV's DualTVL1 batched over pairs, for CUDA) and
+``horn_schunck`` (ours: batched over pairs, coarse-to-fine with warping, in numpy or in torch;
+both run the same operations, and on CUDA the Jacobi iterations run fused, see
+``_jacobi_fused``). The torch backends take as many pairs per call as device memory holds,
+across the videos of a shard. Each distinct pair of a video is computed once; a pair of
+identical frame indices (padding) has zero flow without computing.
 
 The flow images that store them are encoded by vfer.store (flow_image, dequantise).
 """
@@ -11,7 +14,7 @@ The flow images that store them are encoded by vfer.store (flow_image, dequantis
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -148,15 +151,56 @@ def _resize(ops, img, h, w):
     return _sample(ops, img, (xs + 0.5) * (w0 / w) - 0.5, (ys + 0.5) * (h0 / h) - 0.5)
 
 
+def _jacobi(ops, u, v, ix, iy, it, denom, iterations: int):
+    """``iterations`` Horn-Schunck updates of the flow (u, v), one array operation at a time."""
+    for _ in range(iterations):
+        ub, vb = _neighbour_average(ops, u), _neighbour_average(ops, v)
+        step = (ix * ub + iy * vb + it) / denom
+        u, v = ub - ix * step, vb - iy * step
+    return u, v
+
+
+def _jacobi_fused(u, v, ix, iy, it, denom, iterations: int):
+    """The same updates on torch tensors in four full-size kernels per iteration instead of ~40
+    (about 20 reads and writes of a flow-sized array instead of ~100), so that on CUDA the loop
+    is bound by memory bandwidth, not by kernel launches. The flow lives inside a (B, 2, H + 2,
+    W + 2) buffer whose 1-pixel border four thin copies refresh (replicated edges); one 2-channel
+    3 x 3 convolution gives both neighbour averages; three multiply-adds give the step (the
+    data terms divided by the denominator once per warp) and the update, written back inside
+    the buffer. Sums in another order than ``_jacobi`` (float32 rounding differences only); the
+    convolution runs in full float32 (no TF32)."""
+    import torch
+    import torch.nn.functional as F
+
+    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 0.0, 2.0], [1.0, 2.0, 1.0]],
+                          dtype=u.dtype, device=u.device).div_(12.0).repeat(2, 1, 1, 1)
+    b, h, w = u.shape
+    padded = u.new_empty(b, 2, h + 2, w + 2)
+    flow = padded[..., 1:-1, 1:-1]
+    flow[:, 0], flow[:, 1] = u, v
+    ixy = torch.stack([ix, iy], 1)
+    inv = denom.reciprocal()
+    ix_n, iy_n, it_n = (ix * inv)[:, None], (iy * inv)[:, None], (it * inv)[:, None]
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        for _ in range(iterations):
+            padded[..., 0, 1:-1], padded[..., -1, 1:-1] = flow[..., 0, :], flow[..., -1, :]
+            padded[..., 0], padded[..., -1] = padded[..., 1], padded[..., -2]
+            bar = F.conv2d(padded, kernel, groups=2)
+            step = torch.addcmul(it_n, ix_n, bar[:, :1]).addcmul_(iy_n, bar[:, 1:])
+            torch.addcmul(bar, ixy, step, value=-1.0, out=flow)
+    return flow[:, 0], flow[:, 1]
+
+
 def horn_schunck_batch(prev, nxt, ops, alpha: float = 0.03, iterations: int = 30, warps: int = 2,
-                       levels: int = 5, min_size: int = 16):
+                       levels: int = 5, min_size: int = 16, fused: bool = False):
     """Horn-Schunck flow of image batches (B, H, W) with intensities in [0, 1].
 
     Coarse to fine over a binomial pyramid; at each level the second image is warped by the
     current flow ``warps`` times and the flow is refined by ``iterations`` Jacobi updates
     u <- u_bar - I_x (I_x u_bar + I_y v_bar + I_t) / (alpha^2 + I_x^2 + I_y^2), with
     u_bar the 3x3 weighted neighbour average and I_t linearised around the current flow.
-    Returns (u, v) in pixels of the input.
+    With ``fused`` (torch tensors only) the updates run in ``_jacobi_fused``. Returns (u, v)
+    in pixels of the input.
     """
     pyramid = [(prev, nxt)]
     while len(pyramid) < levels and min(pyramid[-1][0].shape[-2:]) // 2 >= min_size:
@@ -178,18 +222,20 @@ def horn_schunck_batch(prev, nxt, ops, alpha: float = 0.03, iterations: int = 30
             ix, iy = ops.correlate(mean, _DERIV, 2), ops.correlate(mean, _DERIV, 1)
             it = warped - a_s - ix * u - iy * v  # linearised around the current flow
             denom = alpha * alpha + ix * ix + iy * iy
-            for _ in range(iterations):
-                ub, vb = _neighbour_average(ops, u), _neighbour_average(ops, v)
-                step = (ix * ub + iy * vb + it) / denom
-                u, v = ub - ix * step, vb - iy * step
+            if fused:
+                u, v = _jacobi_fused(u, v, ix, iy, it, denom, iterations)
+            else:
+                u, v = _jacobi(ops, u, v, ix, iy, it, denom, iterations)
     return u, v
 
 
 def horn_schunck(prev: np.ndarray, nxt: np.ndarray, backend: str = "numpy", device=None,
-                 **params) -> np.ndarray:
+                 fused: bool | None = None, **params) -> np.ndarray:
     """Horn-Schunck flow (B x H x W x 2 float32) of uint8 image batches (B x H x W).
 
-    ``backend`` numpy or torch (``device`` e.g. "cuda"); both compute in float32.
+    ``backend`` numpy or torch (``device`` e.g. "cuda"); both compute in float32. ``fused``
+    (torch): the fused Jacobi iterations, by default on CUDA only (on the CPU the plain torch
+    path gives the numpy backend's flows to float32 summation order).
     """
     if backend == "numpy":
         a = prev.astype(np.float32) / 255.0
@@ -202,7 +248,9 @@ def horn_schunck(prev: np.ndarray, nxt: np.ndarray, backend: str = "numpy", devi
         with torch.no_grad():
             a = torch.from_numpy(prev).to(device or "cpu").float() / 255.0
             b = torch.from_numpy(nxt).to(device or "cpu").float() / 255.0
-            u, v = horn_schunck_batch(a, b, _TorchOps, **params)
+            if fused is None:
+                fused = a.device.type == "cuda"
+            u, v = horn_schunck_batch(a, b, _TorchOps, fused=fused, **params)
             return torch.stack([u, v], dim=-1).cpu().numpy()
     raise ValueError(f"unknown Horn-Schunck backend {backend!r}")
 
@@ -251,42 +299,88 @@ def compute_pairs(gray: np.ndarray, pairs: np.ndarray, fn: FlowFn,
     return out
 
 
-def compute_flows(gray: np.ndarray, pairs: np.ndarray, name: str, params: dict,
-                  threads: int = 1, batch: int = 64) -> np.ndarray:
-    """Flow (P x H x W x 2 float32, pixels) of each pair with method ``name``."""
+def compute_flows(gray: np.ndarray, pairs: np.ndarray, name: str, params: Mapping,
+                  threads: int = 1, batch: int | None = None) -> np.ndarray:
+    """Flow (P x H x W x 2 float32, pixels) of each pair with method ``name``; ``params`` may
+    name a ``backend`` (backend_of). The batched solvers take ``batch`` pairs per call
+    (default: pairs_per_batch)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown flow method {name!r}; choose from {METHODS}")
+    backend, device = backend_of(name, params)
+    params = {k: v for k, v in params.items() if k != "backend"}
     if name == "farneback":
         return compute_pairs(gray, pairs, lambda a, b: farneback(a, b, **params), threads)
-    if name == "tvl1":
+    if backend == "opencv":
         local = threading.local()
 
-        def tvl1(a, b):
+        def opencv_tvl1(a, b):
             if not hasattr(local, "solver"):  # a solver object is not thread-safe
                 local.solver = tvl1_solver(**params)
             return local.solver.calc(a, b, None)
 
-        return compute_pairs(gray, pairs, tvl1, threads)
-    if name == "horn_schunck":
-        hs = dict(params)
-        backend, device = resolve_backend(hs.pop("backend", "numpy"))
-        out = np.zeros((len(pairs),) + gray.shape[1:] + (2,), np.float32)
-        todo = np.flatnonzero(pairs[:, 0] != pairs[:, 1])
-        for i in range(0, len(todo), batch):
-            k = todo[i:i + batch]
-            out[k] = horn_schunck(gray[pairs[k, 0]], gray[pairs[k, 1]], backend, device, **hs)
-        return out
-    raise ValueError(f"unknown flow method {name!r}; choose from {METHODS}")
+        return compute_pairs(gray, pairs, opencv_tvl1, threads)
+    if name == "tvl1":
+        from vfer.tvl1 import tvl1
+
+        solve = lambda a, b: tvl1(a, b, device=device, **params)  # noqa: E731
+    else:
+        solve = lambda a, b: horn_schunck(a, b, backend, device, **params)  # noqa: E731
+    batch = batch or pairs_per_batch(name, device, gray.shape[1:])
+    out = np.zeros((len(pairs),) + gray.shape[1:] + (2,), np.float32)
+    todo = np.flatnonzero(pairs[:, 0] != pairs[:, 1])
+    for i in range(0, len(todo), batch):
+        k = todo[i:i + batch]
+        out[k] = solve(gray[pairs[k, 0]], gray[pairs[k, 1]])
+    return out
 
 
-def resolve_backend(backend: str) -> tuple[str, str | None]:
-    """``auto`` -> torch on CUDA when present, else numpy. Imports torch for the torch
-    backends, so that a job's ``set_threads`` afterwards limits its threads."""
-    if backend == "numpy":
-        return backend, None
+#: Peak bytes per pixel of a pair in the batched torch solvers (images, flow, every temporary),
+#: measured on the CPU with peak RSS over batches of 16 to 128 pairs at 112 x 112 (TV-L1 ~280,
+#: Horn-Schunck ~230), rounded up.
+BYTES_PER_PIXEL = {"tvl1": 320, "horn_schunck": 256}
+#: Pairs per call on the CPU (more only spill the caches), and the most pixels per call on
+#: CUDA: 2^25 (2,674 pairs of 112 x 112, 651 of 227 x 227) fill a large GPU while the flows of
+#: a call (8 bytes per pixel, 256 MiB) and of the call being written stay small in host memory.
+CPU_PAIRS, MAX_PIXELS = 64, 1 << 25
+
+
+def pairs_per_batch(name: str, device: str | None, shape: tuple[int, int]) -> int:
+    """Pairs per call of a batched solver: CPU_PAIRS on the CPU (and for numpy); on CUDA as
+    many as fit in half of the free device memory, at most MAX_PIXELS pixels."""
+    if device is None or not str(device).startswith("cuda"):
+        return CPU_PAIRS
     import torch
 
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    pixels = int(np.prod(shape))
+    return max(1, min(free // 2 // (BYTES_PER_PIXEL[name] * pixels), MAX_PIXELS // pixels))
+
+
+def resolve_backend(backend: str, cpu: str = "numpy") -> tuple[str, str | None]:
+    """(backend, torch device): ``auto`` -> torch on CUDA when present, else the CPU backend
+    ``cpu`` (numpy for Horn-Schunck, opencv for TV-L1); ``torch`` -> on CUDA when present,
+    else on the CPU. Imports torch for the torch backends, so that a job's ``set_threads``
+    afterwards limits its threads."""
+    if backend == cpu:
+        return backend, None
+    if backend not in ("auto", "torch"):
+        raise ValueError(f"unknown flow backend {backend!r}; choose from auto, {cpu}, torch")
+    import torch
+
+    cuda = torch.cuda.is_available()
     if backend == "auto":
-        return ("torch", "cuda") if torch.cuda.is_available() else ("numpy", None)
-    return backend, None
+        return ("torch", "cuda") if cuda else (cpu, None)
+    return "torch", "cuda" if cuda else "cpu"
+
+
+def backend_of(name: str, params: Mapping) -> tuple[str, str | None]:
+    """(backend, torch device or None) that computes method ``name`` with ``params``: its
+    ``backend`` key resolved (resolve_backend); without the key, the CPU implementation."""
+    if name == "tvl1":
+        return resolve_backend(params.get("backend", "opencv"), cpu="opencv")
+    if name == "horn_schunck":
+        return resolve_backend(params.get("backend", "numpy"))
+    return "opencv", None
 
 
 def flow_to_hsv_rgb(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
@@ -300,43 +394,80 @@ def flow_to_hsv_rgb(flow: np.ndarray, max_magnitude: float | None = None) -> np.
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
+def video_pairs(segments: np.ndarray, n_frames: int,
+                consecutive: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(pairs, index) of a video as segment_pairs; with ``consecutive`` every (t, t + 1) pair
+    of its ``n_frames`` frames is added and ``index`` points into the extended pairs."""
+    pairs, index = segment_pairs(segments)
+    if not consecutive:
+        return pairs, index
+    wanted = with_consecutive(pairs, n_frames)
+    code = wanted[:, 0] * n_frames + wanted[:, 1]
+    index = np.searchsorted(code, pairs[index][..., 0] * n_frames
+                            + pairs[index][..., 1]).astype(np.int32)
+    return wanted, index
+
+
+def group_videos(counts: list[int], batch: int) -> list[list[int]]:
+    """Consecutive runs of videos (their positions) of at most ``batch`` pairs in all, or of
+    one video where a video alone has more."""
+    groups, total = [], 0
+    for k, n in enumerate(counts):
+        if groups and total + n <= batch:
+            groups[-1].append(k)
+            total += n
+        else:
+            groups.append([k])
+            total = n
+    return groups
+
+
 def process_shard(faces_path: str, segments_path: str, out_path: str, name: str, params: dict,
                   bound: float, consecutive: bool, provenance: dict, threads: int = 1,
                   store_raw: bool = False) -> None:
     """Flow images of every distinct frame pair of every video in a shard (vfer.store.FlowFile).
 
     With ``consecutive`` every (t, t + 1) pair of the video is computed as well (ordered flow
-    maps need the whole sequence). The next video's flows are computed while the current one
-    is written.
+    maps need the whole sequence). The torch backends compute the pairs of consecutive videos
+    together, up to pairs_per_batch of them (OpenCV and numpy: one video at a time). The next
+    videos' flows are computed while the current ones are written. The ``backend`` attr
+    records [backend, torch device or null].
     """
     from vfer.runtime import progress, set_threads
     from vfer.store import FacesFile, FlowFile, SegmentsFile
 
-    backend = resolve_backend(params.get("backend", "numpy")) if name == "horn_schunck" else None
+    backend, device = backend_of(name, params)
     with FacesFile(faces_path) as faces, SegmentsFile(segments_path) as segs, \
             FlowFile.create(out_path, {"method": name, "params": params, "bound": bound,
                                        "consecutive": consecutive, "store_raw": store_raw,
-                                       "backend": list(backend) if backend else "opencv",
-                                       **provenance}) as dst, \
+                                       "backend": [backend, device], **provenance}) as dst, \
             ThreadPoolExecutor(1) as prefetch:
 
-        def compute(video_id):
+        def compute(group: list[str]) -> list[tuple]:
             set_threads(threads, opencv=1)  # OpenMP (torch) thread settings are per thread
-            segments = segs.segment_index(video_id)
-            pairs, index = segment_pairs(segments)
-            gray = to_gray(faces.frames(video_id))
-            if consecutive:
-                wanted = with_consecutive(pairs, len(gray))
-                code = wanted[:, 0] * len(gray) + wanted[:, 1]
-                index = np.searchsorted(code, pairs[index][..., 0] * len(gray)
-                                        + pairs[index][..., 1]).astype(np.int32)
-                pairs = wanted
-            return pairs, index, compute_flows(gray, pairs, name, params, threads)
+            grays, parts = [], []
+            for video_id in group:
+                gray = to_gray(faces.frames(video_id))
+                grays.append(gray)
+                parts.append(video_pairs(segs.segment_index(video_id), len(gray), consecutive))
+            offsets = np.cumsum([0] + [len(g) for g in grays[:-1]])
+            flows = compute_flows(np.concatenate(grays),
+                                  np.concatenate([p + o for (p, _), o in zip(parts, offsets)]),
+                                  name, params, threads)
+            ends = np.cumsum([len(p) for p, _ in parts])[:-1]
+            return [(v, p, i, f) for v, (p, i), f in zip(group, parts, np.split(flows, ends))]
 
         ids = segs.videos()
-        pending = prefetch.submit(compute, ids[0]) if ids else None
-        for k, video_id in enumerate(progress(ids, "flow")):
-            pairs, index, flows = pending.result()
-            if k + 1 < len(ids):
-                pending = prefetch.submit(compute, ids[k + 1])
-            dst.write_video(video_id, pairs, flows, index, store_raw)
+        groups = [[v] for v in ids]
+        if backend == "torch" and ids:
+            counts = [len(segment_pairs(segs.segment_index(v))[0]) for v in ids]
+            shape = faces.frame_shape(ids[0])
+            groups = [[ids[k] for k in g]
+                      for g in group_videos(counts, pairs_per_batch(name, device, shape))]
+        pending = prefetch.submit(compute, groups[0]) if groups else None
+        for k, _ in enumerate(progress(groups, "flow")):
+            done = pending.result()
+            if k + 1 < len(groups):
+                pending = prefetch.submit(compute, groups[k + 1])
+            for video_id, pairs, index, flows in done:
+                dst.write_video(video_id, pairs, flows, index, store_raw)

@@ -11,11 +11,13 @@ CUDA uses bfloat16 autocast; on the CPU the same seed gives the same model.
 
 from __future__ import annotations
 
+import collections
+import functools
 import json
 import logging
 import math
-import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -183,16 +185,42 @@ class SampleSet:
         return inputs, zeros, self.labels[idx]
 
 
-def to_device(inputs: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+def _tensor(x) -> torch.Tensor:
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+
+
+def upload(x, device: torch.device) -> torch.Tensor:
+    """A host array or tensor on ``device``; on CUDA through pinned memory and a non-blocking
+    copy, so that the host does not wait for the device's queued work."""
+    t = _tensor(x)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def to_device(inputs: Mapping[str, np.ndarray | torch.Tensor],
+              device: torch.device) -> dict[str, torch.Tensor]:
     """Items as float tensors on ``device``: images (B, T, 3, H, W) in [0, 1] (transferred as
-    uint8), vectors (B, T, D)."""
+    uint8; their memory is channels-last, as the items are stored), vectors (B, T, D). Items
+    may be host arrays or tensors already on the device (prefetch)."""
     out = {}
     for b, x in inputs.items():
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
+        t = upload(x, device)
         if t.dtype == torch.uint8:
             t = t.permute(0, 1, 4, 2, 3).float().div_(255.0)
         out[b] = t.float()
     return out
+
+
+@functools.lru_cache
+def _statistics(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """MEAN and STD as (1, 1, 3, 1, 1) tensors on the device, and the scale and shift that take
+    uint8 intensities to normalised values: x / (255 STD) - MEAN / STD (made once per device:
+    a tensor built from Python numbers is a host-to-device copy)."""
+    mean, std = np.array(MEAN), np.array(STD)
+    values = (mean, std, 1.0 / (255.0 * std), -mean / std)
+    return tuple(upload(torch.tensor(v, dtype=dtype).view(1, 1, 3, 1, 1), device)
+                 for v in values)
 
 
 def normalise(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -200,19 +228,42 @@ def normalise(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for b, x in inputs.items():
         if x.ndim == 5:
-            mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 1, 3, 1, 1)
-            std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 1, 3, 1, 1)
+            mean, std = _statistics(x.device, x.dtype)[:2]
             x = (x - mean) / std
         out[b] = x
     return out
 
 
-def augment(inputs: dict[str, torch.Tensor], zeros: Mapping[str, np.ndarray | None],
+def network_inputs(inputs: Mapping[str, np.ndarray | torch.Tensor],
+                   device: torch.device) -> dict[str, torch.Tensor]:
+    """normalise(to_device(inputs)) in one pass over each image batch (uint8 -> normalised
+    float, channels-last memory); equal to it to float32 rounding."""
+    out = {}
+    for b, x in inputs.items():
+        t = upload(x, device)
+        if t.dtype == torch.uint8:
+            scale, shift = _statistics(t.device, torch.float32)[2:]
+            t = torch.addcmul(shift, t.permute(0, 1, 4, 2, 3), scale)
+        out[b] = t.float()
+    return out
+
+
+def channels_last(network: nn.Module) -> nn.Module:
+    """The network with its 2-D convolution weights in channels-last memory (cuDNN's fast
+    layout for bfloat16; images arrive channels-last). Values are unchanged."""
+    for m in network.modules():
+        if isinstance(m, nn.Conv2d):
+            m.to(memory_format=torch.channels_last)
+    return network
+
+
+def augment(inputs: dict[str, torch.Tensor], zeros: Mapping[str, np.ndarray | torch.Tensor | None],
             generator: torch.Generator, flip: bool, rotate: float, crop: float) -> dict:
     """One random horizontal flip, rotation (up to ``rotate`` degrees) and crop (``crop``..1
     of the side) per sample, the same for every image branch and time step. A flip negates the
     x flow of flow inputs about its zero level z: x -> 2z - x. Flow vectors are not rotated:
-    a few degrees change them by a few percent. Vector inputs are left as they are."""
+    a few degrees change them by a few percent. Vector inputs are left as they are. The draws
+    come from ``generator`` on the host; nothing waits for the device."""
     first = next(iter(inputs.values()))
     n = first.shape[0]
     u = torch.rand(n, 5, generator=generator)
@@ -224,23 +275,24 @@ def augment(inputs: dict[str, torch.Tensor], zeros: Mapping[str, np.ndarray | No
     theta[:, 1, 0], theta[:, 1, 1] = scale * torch.sin(angle), scale * torch.cos(angle)
     theta[:, 0, 2] = (u[:, 3] * 2 - 1) * (1 - scale)
     theta[:, 1, 2] = (u[:, 4] * 2 - 1) * (1 - scale)
-    out = {}
+    out, on_device = {}, {}
     for b, x in inputs.items():
         if x.ndim != 5:
             out[b] = x
             continue
         if flipped.any():
-            x = x.clone()
-            f = flipped.to(x.device)
-            x[f] = x[f].flip(-1)
+            if x.device not in on_device:
+                on_device[x.device] = upload(flipped, x.device).view(n, 1, 1, 1, 1)
+            f = on_device[x.device]
+            x = torch.where(f, x.flip(-1), x)
             if zeros.get(b) is not None:
-                z = torch.from_numpy(zeros[b][..., 0]).to(x.device, x.dtype)  # (B, T)
-                x[f, :, 0] = 2 * z[f][..., None, None] - x[f, :, 0]
+                z = upload(zeros[b], x.device)[..., 0].to(x.dtype)[..., None, None]  # (B, T, 1, 1)
+                x[:, :, 0] = torch.where(f[:, :, 0], 2 * z - x[:, :, 0], x[:, :, 0])
         if rotate > 0 or crop < 1:
             bsz, t, c, h, w = x.shape
             flat = x.reshape(bsz, t * c, h, w)
-            grid = nn.functional.affine_grid(theta.to(x.device, x.dtype), [bsz, t * c, h, w],
-                                             align_corners=False)
+            grid = nn.functional.affine_grid(upload(theta, x.device).to(x.dtype),
+                                             [bsz, t * c, h, w], align_corners=False)
             flat = nn.functional.grid_sample(flat, grid, padding_mode="border",
                                              align_corners=False)
             x = flat.reshape(bsz, t, c, h, w)
@@ -254,31 +306,82 @@ def autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
-def _batches(samples: SampleSet, cfg: dict, rng: np.random.Generator) -> Iterator:
-    """Random training batches, assembled one ahead in a background thread."""
+_END = object()
+
+
+def _map(fn, tree):
+    """``fn`` applied to every array (numpy or torch) of nested dicts and tuples; anything
+    else is left as it is."""
+    if isinstance(tree, dict):
+        return {k: _map(fn, v) for k, v in tree.items()}
+    if isinstance(tree, tuple):
+        return tuple(_map(fn, v) for v in tree)
+    return fn(tree) if isinstance(tree, (np.ndarray, torch.Tensor)) else tree
+
+
+def prefetch(source: Iterator, device: torch.device, ahead: int = 2) -> Iterator:
+    """The items of ``source`` (nested dicts and tuples of arrays and other values), made
+    ``ahead`` items ahead in a background thread, with their arrays as tensors: on the CPU as
+    they are; on CUDA pinned and copied to the device on a side stream in that thread, the
+    consumer's stream waiting for each copy on the device (the host does not wait). The host
+    runs at most ``ahead`` + 1 items ahead of the device, then waits for the oldest item's
+    work, so that memory stays bounded."""
+    cuda = device.type == "cuda"
+    stream = torch.cuda.Stream(device) if cuda else None
+    threads = torch.get_num_threads()  # OpenMP thread settings are per thread
+
+    def produce():
+        item = next(source, _END)
+        if item is _END or not cuda:
+            return (item if item is _END else _map(_tensor, item)), None
+        pinned = _map(lambda a: _tensor(a).pin_memory(), item)
+        with torch.cuda.stream(stream):
+            moved = _map(lambda t: t.to(device, non_blocking=True), pinned)
+            copied = torch.cuda.Event()
+            copied.record(stream)
+        return moved, copied
+
+    with ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        pending = collections.deque(pool.submit(produce) for _ in range(ahead))
+        consumed: collections.deque = collections.deque()
+        try:
+            while True:
+                item, copied = pending.popleft().result()
+                if item is _END:
+                    return
+                pending.append(pool.submit(produce))
+                if copied is not None:
+                    current = torch.cuda.current_stream(device)
+                    current.wait_event(copied)
+                    _map(lambda t: t.record_stream(current), item)
+                yield item
+                if cuda:  # the consumer has queued its work on this item
+                    consumed.append(torch.cuda.Event())
+                    consumed[-1].record(torch.cuda.current_stream(device))
+                    if len(consumed) > ahead + 1:
+                        consumed.popleft().synchronize()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _batches(samples: SampleSet, cfg: dict, rng: np.random.Generator,
+             device: torch.device) -> Iterator:
+    """Random training batches (inputs, zero levels, labels) as tensors on ``device``
+    (prefetch), drawn in order from ``rng``."""
     k = cfg["sample_steps"]
     aligned = samples.aligned_steps()
 
     def make():
-        idx = rng.integers(0, len(samples), cfg["batch_size"])
-        steps = None
-        if k is not None:
-            steps = np.sort(np.stack([rng.choice(aligned, min(k, aligned), replace=False)
-                                      for _ in idx]), axis=1)
-        return samples.batch(idx, steps)
-
-    result: list = [None]
-    thread = threading.Thread(target=lambda: result.__setitem__(0, make()), daemon=True)
-    thread.start()
-    try:
         while True:
-            thread.join()
-            batch = result[0]
-            thread = threading.Thread(target=lambda: result.__setitem__(0, make()), daemon=True)
-            thread.start()
-            yield batch
-    finally:
-        thread.join()
+            idx = rng.integers(0, len(samples), cfg["batch_size"])
+            steps = None
+            if k is not None:
+                steps = np.sort(np.stack([rng.choice(aligned, min(k, aligned), replace=False)
+                                          for _ in idx]), axis=1)
+            yield samples.batch(idx, steps)
+
+    return prefetch(make(), device)
 
 
 def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg: dict,
@@ -290,6 +393,8 @@ def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg
 
     gen = torch.Generator().manual_seed(seed)
     network.to(device).train()
+    if device.type == "cuda":
+        channels_last(network)
     opt = OPTIMIZERS.build(cfg["optimizer"], network.parameters(), cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, SCHEDULES.build(cfg["schedule"], cfg))
     loss_fn = nn.CrossEntropyLoss()
@@ -297,14 +402,14 @@ def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg
     every = cfg["eval_every"] or max(1, cfg["steps"] // 10)
     history = {"loss": [], "val_loss": [], "best_step": None}
     best, best_loss, waited, losses = None, np.inf, 0, []
-    batches = _batches(train_set, cfg, np.random.default_rng(seed))
+    batches = _batches(train_set, cfg, np.random.default_rng(seed), device)
     try:
         for step in range(cfg["steps"]):
             inputs, zeros, y = next(batches)
             x = augment(to_device(inputs, device), zeros, gen, aug["flip"], aug["rotate"],
                         aug["crop"])
             with autocast(device):
-                loss = loss_fn(network(normalise(x)), torch.from_numpy(y).to(device))
+                loss = loss_fn(network(normalise(x)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -342,17 +447,18 @@ def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg
 @torch.no_grad()
 def evaluate_loss(network: nn.Module, samples: SampleSet, device: torch.device,
                   batch: int) -> float:
-    """Mean cross-entropy over whole segments (every time step)."""
+    """Mean cross-entropy over whole segments (every time step); batches prefetched, the sum
+    kept on the device (float64) until the end."""
     network.eval()
-    total, n = 0.0, 0
-    for i in range(0, len(samples), batch):
-        inputs, _, y = samples.batch(np.arange(i, min(i + batch, len(samples))))
+    total, n = torch.zeros((), dtype=torch.float64, device=device), 0
+    chunks = (samples.batch(np.arange(i, min(i + batch, len(samples))))[::2]
+              for i in range(0, len(samples), batch))
+    for inputs, y in prefetch(chunks, device):
         with autocast(device):
             logits = network(normalise(to_device(inputs, device)))
-        total += nn.functional.cross_entropy(logits.float(), torch.from_numpy(y).to(device),
-                                             reduction="sum").item()
+        total += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
         n += len(y)
-    return total / max(n, 1)
+    return total.item() / max(n, 1)
 
 
 # --- a model per fold ----------------------------------------------------------------------

@@ -1,0 +1,376 @@
+"""make bench-gpu: the GPU figures of issue 16 beside their targets, in benchmarks/GPU.md.
+
+    .venv/bin/python -m benchmarks.bench_gpu [--out benchmarks/GPU.md]
+    .venv/bin/python -m benchmarks.bench_gpu --check-on-cpu   # the script itself, tiny sizes
+
+Where torch sees no CUDA device it says so and exits 0, writing nothing. On CUDA, each figure
+is measured as the issue's table was (bfloat16 autocast, random uint8 inputs already at the
+network's size), vfer's code path beside the bare model on tensors already on the GPU:
+
+- extraction: ``features.segment_outputs`` (prefetch, pinned memory, normalisation on the
+  device, features back on the host) against the network's forward passes in the same
+  batches of 256 images on normalised tensors resident on the GPU (the same network object,
+  channels-last as the stage sets it);
+- training step: ``training.fit`` (batches drawn from a cached SampleSet, augmentation, forward,
+  backward, optimizer and schedule steps; the loss is read back once, at the end) against
+  forward + backward + optimizer steps of the same network on resident tensors, batch 64;
+- Horn-Schunck (torch, fused iterations) and TV-L1 (torch) through ``flow.horn_schunck`` and
+  ``tvl1.tvl1`` on uint8 host images, transfers included, on smooth textures moved by small
+  random affine motions; TV-L1 in the flow stage's batch (``flow.pairs_per_batch``);
+- OpenCV Farneback and DualTVL1 on one CPU core of the same machine, and the torch TV-L1's
+  known-motion accuracy on the GPU against OpenCV's (the tests' criterion, on CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import REPO
+
+OUT = REPO / "benchmarks" / "GPU.md"
+#: (backbone, input side) of the networks of the targets.
+NETWORKS = [("alexnet", 227), ("vgg16", 224), ("resnet50", 224), ("small_cnn", 128)]
+
+
+@dataclass
+class Figure:
+    """One row of GPU.md: vfer's rate, the bare rate (if any) and whether the target is met."""
+
+    what: str
+    value: float
+    unit: str
+    bare: float | None = None
+    target: str = ""
+    met: bool | None = None
+
+
+@dataclass
+class Sizes:
+    """How much each measurement runs (smaller with --check-on-cpu)."""
+
+    length: int = 16  # segment length: images per segment at extraction
+    extract_images: int = 256  # per batch
+    extract_batches: int = 32
+    train_batch: int = 64
+    train_seconds: float = 2.0  # bare training time the number of steps is chosen for
+    flow_pairs: int = 1024
+    opencv_pairs: tuple[int, int] = (50, 3)  # Farneback, DualTVL1
+    repeat: int = 3
+
+
+QUICK = Sizes(length=2, extract_images=2, extract_batches=2, train_batch=2, train_seconds=0.0,
+              flow_pairs=2, opencv_pairs=(2, 1), repeat=1)
+
+
+def stream_model(backbone: str, size: int, sizes: Sizes) -> dict:
+    """The plan's model of a frames stream with ``backbone`` at ``size`` (random weights)."""
+    from vfer.config import load
+
+    config = {"samples": "unused.tsv", "classes": ["a", "b", "c", "d", "e", "f"],
+              "segments": {"length": sizes.length, "stride": sizes.length},
+              "streams": {"s": {"input": "frames", "backbone": backbone, "size": size,
+                                "batch_size": sizes.train_batch}},
+              "experiments": [{"name": "s", "streams": ["s"]}]}
+    return load(config).models["s"]
+
+
+def synchronised(device) -> Callable[[], None]:
+    import torch
+
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def best_time(fn: Callable[[], object], repeat: int, sync: Callable[[], None]) -> float:
+    """The fastest of ``repeat`` timed calls after one warm-up call."""
+    fn()
+    sync()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def extraction(backbone: str, size: int, device, sizes: Sizes) -> Figure:
+    import torch
+
+    from vfer import features, training
+    from vfer.nets.network import Network
+
+    model = stream_model(backbone, size, sizes)
+    (branch,) = model["network"]["branches"]
+    steps = branch["steps"]
+    per_batch = max(1, sizes.extract_images // steps)  # segments of ``steps`` images
+    network = training.channels_last(Network(model["network"], 6).to(device).eval())
+    rng = np.random.default_rng(0)
+    x = {"s": rng.integers(0, 256, (per_batch * sizes.extract_batches, steps, size, size, 3),
+                           dtype=np.uint8)}
+    resident = training.network_inputs({"s": x["s"][:per_batch]}, device)
+    sync = synchronised(device)
+
+    def bare():
+        with torch.no_grad(), training.autocast(device):
+            for _ in range(sizes.extract_batches):
+                f, _ = network.features_and_logits(resident)
+                f.float()
+
+    images = per_batch * steps * sizes.extract_batches
+    vfer_s = best_time(lambda: features.segment_outputs(network, x, device, per_batch, False),
+                       sizes.repeat, sync)
+    bare_s = best_time(bare, sizes.repeat, sync)
+    return Figure(f"{backbone} {size} extraction (segment_outputs, batch {per_batch * steps})",
+                  images / vfer_s, "images/s", images / bare_s, ">= 80% of bare",
+                  bare_s / vfer_s >= 0.8)
+
+
+class MemorySource:
+    """The InputSource interface over in-memory uint8 segments (S x T x H x W x 3 per video)."""
+
+    vector, flow_x = False, False
+
+    def __init__(self, videos: dict[str, np.ndarray]):
+        self.videos_ = videos
+
+    def videos(self) -> list[str]:
+        return sorted(self.videos_)
+
+    def index(self, video: str) -> np.ndarray:
+        s, t = self.videos_[video].shape[:2]
+        return np.arange(s * t).reshape(s, t)
+
+    def items(self, video: str, index) -> np.ndarray:
+        flat = self.videos_[video].reshape((-1,) + self.videos_[video].shape[2:])
+        return flat[np.asarray(index)]
+
+    def zero(self, video: str, index) -> None:
+        return None
+
+
+def training_step(backbone: str, size: int, device, sizes: Sizes) -> Figure:
+    import torch
+
+    from vfer import training
+    from vfer.nets.network import Network
+    from vfer.nets.registry import OPTIMIZERS
+
+    model = stream_model(backbone, size, sizes)
+    (branch,) = model["network"]["branches"]
+    batch = sizes.train_batch
+    rng = np.random.default_rng(0)
+    videos = {f"v{k}": rng.integers(0, 256, (4, branch["steps"], size, size, 3), dtype=np.uint8)
+              for k in range(8)}
+    labels = {v: k % 6 for k, v in enumerate(videos)}
+    samples = training.SampleSet({"s": MemorySource(videos)}, {"s": size}, sorted(videos),
+                                 labels, cache_mb=1e9)
+    sync = synchronised(device)
+    network = training.channels_last(Network(model["network"], 6).to(device).train())
+    cfg = dict(model["train"])
+    opt = OPTIMIZERS.build(cfg["optimizer"], network.parameters(), cfg)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x = training.network_inputs(  # one image per sample, as a stream trains (sample_steps 1)
+        {"s": rng.integers(0, 256, (batch, 1, size, size, 3), dtype=np.uint8)}, device)
+    y = torch.arange(batch, device=device) % 6
+
+    def bare(n: int):
+        def run():
+            for _ in range(n):
+                with training.autocast(device):
+                    loss = loss_fn(network(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        return run
+
+    one = best_time(bare(3), 1, sync) / 3  # seconds per step, to size the runs
+    steps = max(3 if sizes.train_seconds == 0 else 30, int(sizes.train_seconds / one))
+    bare_s = best_time(bare(steps), sizes.repeat, sync)
+
+    def vfer():
+        training.fit(network, samples, None, {**cfg, "steps": steps, "eval_every": steps},
+                     0, device)
+        network.train()
+
+    vfer_s = best_time(vfer, sizes.repeat, sync)
+    return Figure(f"{backbone} {size} training step (fit, batch {batch}, {steps} steps)",
+                  steps * batch / vfer_s, "images/s", steps * batch / bare_s,
+                  ">= 75% of bare", bare_s / vfer_s >= 0.75)
+
+
+def textures(n: int, side: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n pairs (uint8, n x side x side) of smooth textures and the same moved by a random
+    rotation (up to 2 degrees) and translation (up to 1.5 px)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    bases = []
+    for _ in range(min(n, 16)):
+        img = np.zeros((side, side), np.float32)
+        for sigma in (1.5, 3.0, 6.0):
+            noise = rng.normal(size=(side, side)).astype(np.float32)
+            img += cv2.GaussianBlur(noise, (0, 0), sigma) * sigma
+        bases.append(((img - img.min()) / (img.max() - img.min()) * 255).astype(np.uint8))
+    prev = np.stack([bases[k % len(bases)] for k in range(n)])
+    nxt = np.empty_like(prev)
+    for k in range(n):
+        m = cv2.getRotationMatrix2D(((side - 1) / 2, (side - 1) / 2), rng.uniform(-2, 2), 1.0)
+        m[:, 2] += rng.uniform(-1.5, 1.5, 2)
+        nxt[k] = cv2.warpAffine(prev[k], m, (side, side), flags=cv2.INTER_CUBIC,
+                                borderMode=cv2.BORDER_REFLECT)
+    return prev, nxt
+
+
+def known_motion_epe(device) -> list[Figure]:
+    """Mean EPE against the true flow of a translated and a rotated 96 px texture, torch TV-L1
+    on ``device`` beside OpenCV's DualTVL1 (tests/test_tvl1.py's criterion)."""
+    import cv2
+
+    from vfer import flow, tvl1
+
+    prev, _ = textures(1, 96, seed=1)
+    size, rows = 96, []
+    for kind, matrix in (("translation", np.float64([[1, 0, 1.3], [0, 1, -0.7]])),
+                         ("rotation", cv2.getRotationMatrix2D((47.5, 47.5), 2.0, 1.0))):
+        nxt = cv2.warpAffine(prev[0], matrix, (size, size), flags=cv2.INTER_CUBIC,
+                             borderMode=cv2.BORDER_REFLECT)
+        ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+        pts = np.stack([xs, ys], -1)
+        truth = pts @ matrix[:, :2].T + matrix[:, 2] - pts
+        ours = tvl1.tvl1(prev, nxt[None], device=str(device))[0]
+        theirs = flow.tvl1_solver().calc(prev[0], nxt, None)
+        epe = [float(np.linalg.norm(f - truth, axis=-1)[8:-8, 8:-8].mean())
+               for f in (ours, theirs)]
+        rows.append(Figure(f"TV-L1 torch EPE on the known {kind} (OpenCV: {epe[1]:.4f} px)",
+                           epe[0], "px", target="within 0.05 px of OpenCV",
+                           met=abs(epe[0] - epe[1]) <= 0.05))
+    return rows
+
+
+def flows(device, sizes: Sizes) -> list[Figure]:
+    import cv2
+
+    from vfer import flow, tvl1
+
+    sync, rows, opencv_tvl1 = synchronised(device), [], {}
+    cv2.setNumThreads(1)
+    for side in (112, 227):
+        n_farneback, n_tvl1 = sizes.opencv_pairs
+        prev, nxt = textures(max(n_farneback, n_tvl1), side)
+        t = best_time(lambda: [flow.farneback(a, b) for a, b in zip(prev[:n_farneback],
+                                                                    nxt[:n_farneback])],
+                      1, sync)
+        rows.append(Figure(f"OpenCV Farneback {side}, one CPU core", n_farneback / t,
+                           "pairs/s"))
+        solver = flow.tvl1_solver()
+        t = best_time(lambda: [solver.calc(a, b, None) for a, b in zip(prev[:n_tvl1],
+                                                                       nxt[:n_tvl1])], 1, sync)
+        opencv_tvl1[side] = n_tvl1 / t
+        rows.append(Figure(f"OpenCV DualTVL1 {side}, one CPU core", opencv_tvl1[side],
+                           "pairs/s"))
+    for side, target in ((112, 10_000), (227, None)):
+        prev, nxt = textures(sizes.flow_pairs, side)
+        for fused in (True, False):
+            t = best_time(lambda: flow.horn_schunck(prev, nxt, "torch", str(device), fused),
+                          sizes.repeat, sync)
+            label = "fused iterations" if fused else "plain iterations, for comparison"
+            rows.append(Figure(f"Horn-Schunck torch {side}, batch {sizes.flow_pairs} ({label})",
+                               sizes.flow_pairs / t, "pairs/s",
+                               target=f">= {target:,} pairs/s" if target and fused else "",
+                               met=sizes.flow_pairs / t >= target if target and fused
+                               else None))
+    for side, target in ((112, 1000), (227, 300)):
+        n = flow.pairs_per_batch("tvl1", str(device), (side, side)) if device.type == "cuda" \
+            else sizes.flow_pairs
+        prev, nxt = textures(n, side)
+        tvl1.tvl1(prev[:2], nxt[:2], device=str(device))  # warm-up
+        t = best_time(lambda: tvl1.tvl1(prev, nxt, device=str(device)), 1, sync)
+        rate = n / t
+        rows.append(Figure(f"TV-L1 torch {side}, batch {n}", rate, "pairs/s",
+                           target=f">= {target:,} pairs/s", met=rate >= target))
+        rows.append(Figure(f"TV-L1 torch {side} / OpenCV DualTVL1 on one CPU core",
+                           rate / opencv_tvl1[side], "x", target=">= 300 x",
+                           met=rate / opencv_tvl1[side] >= 300))
+    return rows + known_motion_epe(device)
+
+
+def measure(device, sizes: Sizes) -> list[Figure]:
+    """Every figure on ``device``, printed as it is measured."""
+    rows: list[Figure] = []
+    steps = [(extraction, n) for n in NETWORKS] + [(training_step, n) for n in NETWORKS]
+    for fn, (backbone, size) in steps:
+        rows.append(fn(backbone, size, device, sizes))
+        print(line(rows[-1]), flush=True)
+    for row in flows(device, sizes):
+        rows.append(row)
+        print(line(row), flush=True)
+    return rows
+
+
+def fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def line(r: Figure) -> str:
+    bare = "" if r.bare is None else f"{fmt(r.bare)} {r.unit}"
+    share = "" if r.bare is None else f"{100 * r.value / r.bare:.0f}%"
+    met = "" if r.met is None else ("yes" if r.met else "no")
+    return f"| {r.what} | {fmt(r.value)} {r.unit} | {bare} | {share} | {r.target} | {met} |"
+
+
+def markdown(rows: list[Figure], device_name: str, seconds: float) -> str:
+    import torch
+
+    judged = [r for r in rows if r.met is not None]
+    lines = ["# vfer on a GPU (issue 16)", "",
+             f"`make bench-gpu` on {device_name} (torch {torch.__version__}, CUDA "
+             f"{torch.version.cuda}), {platform.machine()} host, {time.strftime('%Y-%m-%d')}; "
+             f"{seconds / 60:.1f} minutes. How each figure is measured: the docstring of "
+             "benchmarks/bench_gpu.py.", "",
+             "| what | vfer's code path | bare (tensors already on the GPU) | vfer / bare | "
+             "target | met |", "|---|---|---|---|---|---|"]
+    lines += [line(r) for r in rows]
+    lines += ["", f"{sum(r.met for r in judged)} targets met, "
+                  f"{sum(not r.met for r in judged)} missed."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--check-on-cpu", action="store_true",
+                    help="run every measurement on the CPU at tiny sizes and print the table "
+                         "(checks the script; writes nothing)")
+    args = ap.parse_args(argv)
+    import torch
+
+    from vfer.runtime import set_threads
+
+    if args.check_on_cpu:
+        set_threads(1)
+        rows = measure(torch.device("cpu"), QUICK)
+        print(f"{len(rows)} figures measured on the CPU; nothing written")
+        return 0
+    if not torch.cuda.is_available():
+        print("bench-gpu: torch sees no CUDA device; nothing measured, "
+              f"{args.out} left as it is")
+        return 0
+    start = time.perf_counter()
+    name = torch.cuda.get_device_name(0)
+    print(f"bench-gpu on {name}", flush=True)
+    rows = measure(torch.device("cuda"), Sizes())
+    args.out.write_text(markdown(rows, name, time.perf_counter() - start))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The input path of training and extraction (vfer.training.prefetch, network_inputs,
+vfer.features.batch_outputs): the same batches, features and models as the plain path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_training import CPU, plan, sample_set, two_class_clips, write_shard
+from vfer import features, training
+from vfer.nets.network import Network
+from vfer.store import FeaturesFile
+
+SMALL = {"input": "frames", "backbone": "small_cnn", "size": 24, "finetune": "none",
+         "backbone_options": {"channels": [4, 8], "fc": 16}}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def images(shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def plain_outputs(network, inputs, per_batch):
+    """The plain path: per batch, to_device, normalise, forward."""
+    feats, probs = [], []
+    n = len(next(iter(inputs.values())))
+    with torch.no_grad():
+        for i in range(0, n, per_batch):
+            x = training.normalise(training.to_device(
+                {b: v[i:i + per_batch] for b, v in inputs.items()}, CPU))
+            f, logits = network.features_and_logits(x)
+            feats.append(f)
+            probs.append(torch.softmax(logits, dim=1))
+    return torch.cat(feats).numpy(), torch.cat(probs).numpy()
+
+
+def test_network_inputs_normalise_in_one_pass_into_channels_last_memory():
+    x = {"rgb": images((3, 2, 8, 8, 3)), "vec": np.random.default_rng(1).normal(
+        size=(3, 2, 5)).astype(np.float32)}
+    plain = training.normalise(training.to_device(x, CPU))
+    fused = training.network_inputs(x, CPU)
+    torch.testing.assert_close(fused["rgb"], plain["rgb"], rtol=0, atol=1e-6)
+    assert torch.equal(fused["vec"], plain["vec"])
+    assert fused["rgb"].flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+    mean, std = np.array(training.MEAN), np.array(training.STD)
+    expected = (x["rgb"][1, 0, 2, 3] / 255.0 - mean) / std  # one pixel, by hand
+    np.testing.assert_allclose(fused["rgb"][1, 0, :, 2, 3].numpy(), expected, atol=1e-6)
+
+
+def test_segment_outputs_match_the_plain_path_for_any_batch_size():
+    model = plan({"s": {**SMALL, "finetune": "per_fold"}}).models["s"]
+    torch.manual_seed(0)
+    network = Network(model["network"], 3).eval()
+    x = {"s": images((7, 4, 24, 24, 3))}
+    feats, probs = plain_outputs(network, x, 3)
+    training.channels_last(network)
+    for per_batch in (2, 3, 7, 10):
+        f, p = features.segment_outputs(network, x, CPU, per_batch, scores=True)
+        assert f.shape == (7, feats.shape[1]) and f.dtype == np.float32
+        np.testing.assert_allclose(f, feats, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(p, probs, rtol=1e-5, atol=1e-6)
+    assert features.segment_outputs(network, x, CPU, 3, scores=False)[1] is None
+
+
+def test_batches_span_videos_and_say_whose_segments_they_hold():
+    videos = [("a", {"x": np.arange(3)}), ("b", {"x": np.arange(10, 11)}),
+              ("c", {"x": np.arange(20, 24)})]
+    got = list(features.video_batches(videos, 3))
+    assert [owners for _, owners in got] == [[("a", 3)], [("b", 1), ("c", 2)], [("c", 2)]]
+    assert [b["x"].tolist() for b, _ in got] == [[0, 1, 2], [10, 20, 21], [22, 23]]
+    with pytest.raises(ValueError, match="b: no segments"):
+        list(features.video_batches([("b", {"x": np.zeros((0, 2))})], 3))
+
+
+def test_extraction_across_videos_gives_each_video_its_own_features(tmp_path, monkeypatch):
+    """Videos of 1 to 4 segments in batches of 3 segments, written every batch, against the
+    plain path video by video."""
+    model = plan({"s": SMALL}).models["s"]
+    clips = {f"v{i}": images((4 * n, 24, 24, 3), seed=i) for i, n in enumerate([2, 1, 4, 3])}
+    files = write_shard(tmp_path, clips)
+    side, steps = 24, 4
+    monkeypatch.setitem(features.EXTRACT_PIXELS, "cpu", 3 * side * side * steps)
+    monkeypatch.setattr(features, "WRITE_EVERY", 1)
+    features.extract_model(model, {"s": [files]}, ["x", "y"], CPU, str(tmp_path / "f.h5"), {})
+    network, _ = training.initial_network(model, ["x", "y"])
+    network.eval()
+    with FeaturesFile(tmp_path / "f.h5") as f:
+        assert f.videos() == sorted(clips)
+        for vid, frames in clips.items():
+            segments = frames.reshape(-1, 4, 24, 24, 3)
+            expected, _ = plain_outputs(network, {"s": segments}, 100)
+            np.testing.assert_allclose(f.features(vid), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_prefetch_keeps_the_order_converts_arrays_only_and_raises_errors():
+    def source():
+        for k in range(5):
+            yield {"a": np.full(2, k), "none": None}, ("tag", k)
+
+    got = list(training.prefetch(source(), CPU))
+    assert [tag for _, tag in got] == [("tag", k) for k in range(5)]
+    assert all(isinstance(x["a"], torch.Tensor) and x["none"] is None for x, _ in got)
+    assert [int(x["a"][0]) for x, _ in got] == list(range(5))
+
+    def failing():
+        yield np.zeros(1)
+        raise ValueError("unreadable.h5: broken")
+
+    items = training.prefetch(failing(), CPU)
+    next(items)
+    with pytest.raises(ValueError, match="unreadable.h5: broken"):
+        next(items)
+
+
+def test_closing_prefetch_stops_drawing_batches():
+    drawn = []
+
+    def source():
+        for k in range(100):
+            drawn.append(k)
+            yield np.zeros(1)
+
+    items = training.prefetch(source(), CPU, ahead=2)
+    next(items)
+    items.close()
+    assert len(drawn) <= 4  # the one consumed, at most two ahead and one running
+
+
+def test_training_batches_are_drawn_in_order_from_the_seeded_generator(tmp_path):
+    model = plan({"s": {**SMALL, "finetune": "per_fold", "sample_steps": 2}}).models["s"]
+    samples = sample_set(tmp_path, 6, 0, model)
+    cfg = model["train"]
+    batches = training._batches(samples, cfg, np.random.default_rng(7), CPU)
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        inputs, zeros, y = next(batches)
+        idx = rng.integers(0, len(samples), cfg["batch_size"])
+        steps = np.sort(np.stack([rng.choice(4, 2, replace=False) for _ in idx]), axis=1)
+        want, _, want_y = samples.batch(idx, steps)
+        np.testing.assert_array_equal(inputs["s"].numpy(), want["s"])
+        np.testing.assert_array_equal(y.numpy(), want_y)
+    batches.close()
+
+
+def test_training_on_the_cpu_is_deterministic(tmp_path):
+    spec = {**SMALL, "finetune": "per_fold", "steps": 6, "batch_size": 4, "eval_every": 3,
+            "augment": {"flip": True, "rotate": 5.0, "crop": 0.9}}
+    model = plan({"s": spec}).models["s"]
+    train_set, val_set = sample_set(tmp_path, 6, 0, model), sample_set(tmp_path, 4, 1, model)
+
+    def weights(seed):
+        network, _ = training.initial_network(model, ["x", "y"])
+        history = training.fit(network, train_set, val_set, model["train"], seed, CPU)
+        return network.state_dict(), history
+
+    (a, ha), (b, hb), (c, _) = weights(0), weights(0), weights(1)
+    assert all(torch.equal(a[k], b[k]) for k in a) and ha == hb
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed draws other batches
+
+
+def test_validation_loss_is_the_mean_cross_entropy(tmp_path):
+    model = plan({"s": {**SMALL, "finetune": "per_fold"}}).models["s"]
+    samples = sample_set(tmp_path, 5, 0, model)
+    network, _ = training.initial_network(model, ["x", "y"])
+    network.eval()
+    inputs, _, y = samples.batch(np.arange(len(samples)))
+    with torch.no_grad():
+        logits = network(training.normalise(training.to_device(inputs, CPU)))
+    expected = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y)).item()
+    assert training.evaluate_loss(network, samples, CPU, 3) == pytest.approx(expected, rel=1e-6)
+
+
+def test_augment_takes_zero_levels_as_arrays_or_tensors():
+    x = torch.rand(4, 2, 3, 6, 6)
+    zeros = np.full((4, 2, 2), 0.4, np.float32)
+    a = training.augment({"f": x}, {"f": zeros}, torch.Generator().manual_seed(3), True, 4.0, 0.9)
+    b = training.augment({"f": x}, {"f": torch.from_numpy(zeros)},
+                         torch.Generator().manual_seed(3), True, 4.0, 0.9)
+    assert torch.equal(a["f"], b["f"]) and not torch.equal(a["f"], x)
