@@ -18,12 +18,16 @@ network's size), vfer's code path beside the bare model on tensors already on th
   ``tvl1.tvl1`` on uint8 host images, transfers included, on smooth textures moved by small
   random affine motions; TV-L1 in the flow stage's batch (``flow.pairs_per_batch``);
 - OpenCV Farneback and DualTVL1 on one CPU core of the same machine, and the torch TV-L1's
-  known-motion accuracy on the GPU against OpenCV's (the tests' criterion, on CUDA).
+  known-motion accuracy on the GPU against OpenCV's (the tests' criterion, on CUDA). Where the
+  GPU machine's OpenCV has no ``cv2.optflow`` (opencv-python without contrib), DualTVL1's rate
+  and accuracy come from ``benchmarks/opencv_reference.json``, written on a machine that has it
+  by ``--opencv-reference``; GPU.md names that machine's CPU beside those figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
@@ -36,6 +40,8 @@ import numpy as np
 from benchmarks.common import REPO
 
 OUT = REPO / "benchmarks" / "GPU.md"
+REFERENCE = REPO / "benchmarks" / "opencv_reference.json"
+KNOWN_MOTIONS = ("translation", "rotation")
 #: (backbone, input side) of the networks of the targets.
 NETWORKS = [("alexnet", 227), ("vgg16", 224), ("resnet50", 224), ("small_cnn", 128)]
 
@@ -229,52 +235,81 @@ def textures(n: int, side: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return prev, nxt
 
 
-def known_motion_epe(device) -> list[Figure]:
-    """Mean EPE against the true flow of a translated and a rotated 96 px texture, torch TV-L1
-    on ``device`` beside OpenCV's DualTVL1 (tests/test_tvl1.py's criterion)."""
+def known_motions():
+    """(kind, first image, second image, true flow) of a translated and a rotated 96 px
+    texture (tests/test_tvl1.py's criterion)."""
     import cv2
 
-    from vfer import flow, tvl1
-
-    prev, _ = textures(1, 96, seed=1)
-    size, rows = 96, []
-    for kind, matrix in (("translation", np.float64([[1, 0, 1.3], [0, 1, -0.7]])),
-                         ("rotation", cv2.getRotationMatrix2D((47.5, 47.5), 2.0, 1.0))):
-        nxt = cv2.warpAffine(prev[0], matrix, (size, size), flags=cv2.INTER_CUBIC,
+    (prev,), _ = textures(1, 96, seed=1)
+    ys, xs = np.mgrid[0:96, 0:96].astype(np.float64)
+    pts = np.stack([xs, ys], -1)
+    for kind, matrix in zip(KNOWN_MOTIONS, (np.float64([[1, 0, 1.3], [0, 1, -0.7]]),
+                                            cv2.getRotationMatrix2D((47.5, 47.5), 2.0, 1.0))):
+        nxt = cv2.warpAffine(prev, matrix, (96, 96), flags=cv2.INTER_CUBIC,
                              borderMode=cv2.BORDER_REFLECT)
-        ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-        pts = np.stack([xs, ys], -1)
-        truth = pts @ matrix[:, :2].T + matrix[:, 2] - pts
-        ours = tvl1.tvl1(prev, nxt[None], device=str(device))[0]
-        theirs = flow.tvl1_solver().calc(prev[0], nxt, None)
-        epe = [float(np.linalg.norm(f - truth, axis=-1)[8:-8, 8:-8].mean())
-               for f in (ours, theirs)]
-        rows.append(Figure(f"TV-L1 torch EPE on the known {kind} (OpenCV: {epe[1]:.4f} px)",
-                           epe[0], "px", target="within 0.05 px of OpenCV",
-                           met=abs(epe[0] - epe[1]) <= 0.05))
+        yield kind, prev, nxt, pts @ matrix[:, :2].T + matrix[:, 2] - pts
+
+
+def epe(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """Mean endpoint error away from an 8 px border."""
+    return float(np.linalg.norm(estimate - truth, axis=-1)[8:-8, 8:-8].mean())
+
+
+def opencv_reference(sizes: Sizes) -> dict:
+    """OpenCV DualTVL1 on one CPU core of this machine: pairs/s per side and known-motion
+    EPE, for a GPU machine whose OpenCV lacks cv2.optflow."""
+    import cv2
+
+    from vfer import flow
+
+    cv2.setNumThreads(1)
+    solver, rates = flow.tvl1_solver(), {}
+    for side in (112, 227):
+        prev, nxt = textures(sizes.opencv_pairs[1], side)
+        t = best_time(lambda: [solver.calc(a, b, None) for a, b in zip(prev, nxt)], 1,
+                      lambda: None)
+        rates[str(side)] = len(prev) / t
+    return {"cpu": cpu_name(), "opencv": cv2.__version__, "pairs_per_s": rates,
+            "epe": {kind: epe(solver.calc(a, b, None), truth)
+                    for kind, a, b, truth in known_motions()}}
+
+
+def cpu_name() -> str:
+    for line_ in Path("/proc/cpuinfo").read_text().splitlines():
+        if line_.startswith("model name"):
+            return line_.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def known_motion_epe(device, reference: dict) -> list[Figure]:
+    """Torch TV-L1's mean EPE on ``device`` against the true flow, beside OpenCV's."""
+    from vfer import tvl1
+
+    rows = []
+    for kind, prev, nxt, truth in known_motions():
+        ours = epe(tvl1.tvl1(prev[None], nxt[None], device=str(device))[0], truth)
+        theirs = reference["epe"][kind]
+        rows.append(Figure(f"TV-L1 torch EPE on the known {kind} (OpenCV: {theirs:.4f} px"
+                           f"{reference['where']})", ours, "px",
+                           target="within 0.05 px of OpenCV", met=abs(ours - theirs) <= 0.05))
     return rows
 
 
-def flows(device, sizes: Sizes) -> list[Figure]:
+def flows(device, sizes: Sizes, reference: dict) -> list[Figure]:
     import cv2
 
     from vfer import flow, tvl1
 
-    sync, rows, opencv_tvl1 = synchronised(device), [], {}
+    sync, rows = synchronised(device), []
     cv2.setNumThreads(1)
     for side in (112, 227):
-        n_farneback, n_tvl1 = sizes.opencv_pairs
-        prev, nxt = textures(max(n_farneback, n_tvl1), side)
-        t = best_time(lambda: [flow.farneback(a, b) for a, b in zip(prev[:n_farneback],
-                                                                    nxt[:n_farneback])],
-                      1, sync)
-        rows.append(Figure(f"OpenCV Farneback {side}, one CPU core", n_farneback / t,
-                           "pairs/s"))
-        solver = flow.tvl1_solver()
-        t = best_time(lambda: [solver.calc(a, b, None) for a, b in zip(prev[:n_tvl1],
-                                                                       nxt[:n_tvl1])], 1, sync)
-        opencv_tvl1[side] = n_tvl1 / t
-        rows.append(Figure(f"OpenCV DualTVL1 {side}, one CPU core", opencv_tvl1[side],
+        n = sizes.opencv_pairs[0]
+        prev, nxt = textures(n, side)
+        t = best_time(lambda: [flow.farneback(a, b) for a, b in zip(prev, nxt)], 1, sync)
+        rows.append(Figure(f"OpenCV Farneback {side}, one CPU core", n / t, "pairs/s"))
+    opencv_tvl1 = {int(side): rate for side, rate in reference["pairs_per_s"].items()}
+    for side, rate in opencv_tvl1.items():
+        rows.append(Figure(f"OpenCV DualTVL1 {side}, one CPU core{reference['where']}", rate,
                            "pairs/s"))
     for side, target in ((112, 10_000), (227, None)):
         prev, nxt = textures(sizes.flow_pairs, side)
@@ -299,17 +334,18 @@ def flows(device, sizes: Sizes) -> list[Figure]:
         rows.append(Figure(f"TV-L1 torch {side} / OpenCV DualTVL1 on one CPU core",
                            rate / opencv_tvl1[side], "x", target=">= 300 x",
                            met=rate / opencv_tvl1[side] >= 300))
-    return rows + known_motion_epe(device)
+    return rows + known_motion_epe(device, reference)
 
 
-def measure(device, sizes: Sizes) -> list[Figure]:
-    """Every figure on ``device``, printed as it is measured."""
+def measure(device, sizes: Sizes, reference: dict) -> list[Figure]:
+    """Every figure on ``device``, printed as it is measured; ``reference``: OpenCV DualTVL1's
+    figures (``opencv_reference`` plus a ``where`` note)."""
     rows: list[Figure] = []
     steps = [(extraction, n) for n in NETWORKS] + [(training_step, n) for n in NETWORKS]
     for fn, (backbone, size) in steps:
         rows.append(fn(backbone, size, device, sizes))
         print(line(rows[-1]), flush=True)
-    for row in flows(device, sizes):
+    for row in flows(device, sizes, reference):
         rows.append(row)
         print(line(row), flush=True)
     return rows
@@ -349,24 +385,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check-on-cpu", action="store_true",
                     help="run every measurement on the CPU at tiny sizes and print the table "
                          "(checks the script; writes nothing)")
+    ap.add_argument("--opencv-reference", action="store_true",
+                    help=f"measure OpenCV DualTVL1 on one core of this CPU into {REFERENCE.name} "
+                         "(for a GPU machine whose OpenCV has no cv2.optflow)")
     args = ap.parse_args(argv)
+    import cv2
     import torch
 
     from vfer.runtime import set_threads
 
-    if args.check_on_cpu:
-        set_threads(1)
-        rows = measure(torch.device("cpu"), QUICK)
-        print(f"{len(rows)} figures measured on the CPU; nothing written")
+    if args.opencv_reference:
+        REFERENCE.write_text(json.dumps(opencv_reference(Sizes()), indent=1) + "\n")
+        print(f"wrote {REFERENCE}")
         return 0
-    if not torch.cuda.is_available():
+    if not (args.check_on_cpu or torch.cuda.is_available()):
         print("bench-gpu: torch sees no CUDA device; nothing measured, "
               f"{args.out} left as it is")
+        return 0
+    sizes = QUICK if args.check_on_cpu else Sizes()
+    if hasattr(cv2, "optflow"):
+        reference = {**opencv_reference(sizes), "where": ""}
+    elif REFERENCE.exists():
+        reference = json.loads(REFERENCE.read_text())
+        reference["where"] = f"; measured on {reference['cpu']}, OpenCV {reference['opencv']}"
+    else:
+        print(f"bench-gpu: this OpenCV ({cv2.__version__}) has no cv2.optflow and "
+              f"{REFERENCE} is missing: run `python -m benchmarks.bench_gpu --opencv-reference` "
+              "where opencv-contrib-python is installed", file=sys.stderr)
+        return 2
+    if args.check_on_cpu:
+        set_threads(1)
+        rows = measure(torch.device("cpu"), QUICK, reference)
+        print(f"{len(rows)} figures measured on the CPU; nothing written")
         return 0
     start = time.perf_counter()
     name = torch.cuda.get_device_name(0)
     print(f"bench-gpu on {name}", flush=True)
-    rows = measure(torch.device("cuda"), Sizes())
+    rows = measure(torch.device("cuda"), Sizes(), reference)
     args.out.write_text(markdown(rows, name, time.perf_counter() - start))
     print(f"wrote {args.out}")
     return 0
