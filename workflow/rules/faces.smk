@@ -11,9 +11,6 @@ rule faces:
             category="Faces",
             labels={"shard": "{shard}"},
         ),
-    params:
-        videos=lambda wc: SHARDS[wc.shard],
-        faces=config["faces"],
     log:
         "logs/faces/{shard}.log",
     benchmark:
@@ -22,5 +19,8 @@ rule faces:
     resources:
         mem_mb=3000,
         runtime=120,
+    params:
+        videos=lambda wc: SHARDS[wc.shard],
+        faces=config["faces"],
     script:
         "../scripts/faces.py"
