@@ -13,6 +13,8 @@ rule dynamic_rgb:
         "logs/dynamic_rgb/{dynamic_key}/{shard}.log",
     benchmark:
         "benchmarks/dynamic_rgb/{dynamic_key}/{shard}.tsv"
+    conda:
+        "../../envs/motion.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -35,6 +37,8 @@ rule dynamic_flow:
         "logs/dynamic_flow/{dynamic_key}/{shard}.log",
     benchmark:
         "benchmarks/dynamic_flow/{dynamic_key}/{shard}.tsv"
+    conda:
+        "../../envs/motion.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -26,6 +26,8 @@ rule evaluate:
         "logs/evaluate/{experiment}.log",
     benchmark:
         "benchmarks/evaluate/{experiment}.tsv"
+    conda:
+        "../../envs/results.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -15,6 +15,8 @@ rule faces:
         "logs/faces/{shard}.log",
     benchmark:
         "benchmarks/faces/{shard}.tsv"
+    conda:
+        "../../envs/faces.yaml"
     threads: 1
     resources:
         mem_mb=3000,

@@ -15,6 +15,8 @@ rule train:
         "logs/train/{model}/fold{fold}.log",
     benchmark:
         "benchmarks/train/{model}/fold{fold}.tsv"
+    conda:
+        "../../envs/networks.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -39,6 +41,8 @@ rule extract:
         "logs/extract/{model}/{part}.log",
     benchmark:
         "benchmarks/extract/{model}/{part}.tsv"
+    conda:
+        "../../envs/networks.yaml"
     threads: 1
     resources:
         mem_mb=4000,

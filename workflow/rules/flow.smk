@@ -11,6 +11,8 @@ rule flow:
         "logs/flow/{flow_key}/{shard}.log",
     benchmark:
         "benchmarks/flow/{flow_key}/{shard}.tsv"
+    conda:
+        "../../envs/motion.yaml"
     threads: 1
     resources:
         mem_mb=3000,

@@ -9,6 +9,8 @@ rule folds:
     benchmark:
         "benchmarks/folds/folds.tsv"
     localrule: True
+    conda:
+        "../../envs/results.yaml"
     threads: 1
     resources:
         mem_mb=500,

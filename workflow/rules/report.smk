@@ -24,6 +24,8 @@ rule summary:
     benchmark:
         "benchmarks/summary/summary.tsv"
     localrule: True
+    conda:
+        "../../envs/results.yaml"
     threads: 1
     resources:
         mem_mb=500,
@@ -50,6 +52,8 @@ rule preview:
     benchmark:
         "benchmarks/preview/{shard}.tsv"
     localrule: True
+    conda:
+        "../../envs/results.yaml"
     threads: 1
     resources:
         mem_mb=1000,

@@ -8,6 +8,8 @@ rule segments:
         "logs/segments/{shard}.log",
     benchmark:
         "benchmarks/segments/{shard}.tsv"
+    conda:
+        "../../envs/motion.yaml"
     threads: 1
     resources:
         mem_mb=1000,
