@@ -54,6 +54,7 @@ report-screenshot: results/report.html
 bench: $(STAMP) $(DEMO)
 	$(BIN)/python -m benchmarks.bench --cores 2
 
+# tests/test_conventions.py runs snakemake --lint and snakefmt --check among the tests.
 test: $(STAMP)
 	$(BIN)/python -m pytest
 

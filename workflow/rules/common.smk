@@ -1,6 +1,7 @@
-# The config and samples table, validated; shards, folds, the plan (vfer.config.Plan), and
-# the one path helper per stage file. Everything here is computed once at parse time, and
-# nothing here imports torch.
+# The config and samples table, validated; shards, folds, the plan (vfer.config.Plan), the
+# one path helper per stage file, and the rules' input functions. Everything here is computed
+# once at parse time, which imports no torch, MediaPipe or TensorFlow (every SLURM job parses
+# the workflow again; tests/test_conventions.py checks it).
 import os
 
 from snakemake.exceptions import WorkflowError
