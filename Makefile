@@ -59,6 +59,7 @@ bench: $(STAMP) $(DEMO)
 bench-gpu: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_gpu
 
+# tests/test_conventions.py runs snakemake --lint and snakefmt --check among the tests.
 test: $(STAMP)
 	$(BIN)/python -m pytest
 

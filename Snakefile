@@ -29,8 +29,8 @@ localrules:
 
 rule all:
     input:
-        "results/summary.md",
-        "results/summary.csv",
-        "results/summary.html",
-        expand("results/experiments/{experiment}/metrics.json", experiment=EXPERIMENTS),
-        shard_files("results/preview/{shard}.png"),
+        rules.summary.output.markdown,
+        rules.summary.output.csv,
+        rules.summary.output.html,
+        expand(rules.evaluate.output.metrics, experiment=EXPERIMENTS),
+        expand(rules.preview.output.png, shard=list(SHARDS)),

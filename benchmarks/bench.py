@@ -4,8 +4,9 @@ benchmarks/results.csv.
     .venv/bin/python -m benchmarks.bench [--cores 2] [--skip-workflow]
 
 Runs the demo workflow from scratch in benchmarks/workflow/ (Snakemake's overhead, peak memory
-per rule, cache sizes, dry-run time of large tables), then each stage against its kernel floor
-on that run's files (bench_faces, bench_flow, bench_dynamic, bench_features, bench_evaluate).
+per rule, cache sizes, dry-run time of large tables), the parse's cost before and after it
+stopped importing torch (bench_parse), then each stage against its kernel floor on that run's
+files (bench_faces, bench_flow, bench_dynamic, bench_features, bench_evaluate).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 import pandas as pd
 
 from benchmarks import (bench_dynamic, bench_evaluate, bench_faces, bench_features, bench_flow,
-                        bench_workflow)
+                        bench_parse, bench_workflow)
 from benchmarks.common import REPO, Row
 
 OUT = REPO / "benchmarks"
@@ -62,6 +63,8 @@ def main() -> int:
         rows += found
         jobs.to_csv(run / "jobs.csv", index=False)
         pd.DataFrame([r.__dict__ for r in found]).to_csv(run / "rows.csv", index=False)
+    print("parse (before and after) ...", flush=True)
+    rows += bench_parse.measure()
     for name, module in (("faces", bench_faces), ("flow", bench_flow),
                          ("dynamic", bench_dynamic), ("features", bench_features),
                          ("evaluate", bench_evaluate)):

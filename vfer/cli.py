@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vfer import BASIC_CLASSES
+from vfer import BASIC_CLASSES, __version__
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -77,13 +77,16 @@ def _check(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vfer", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"vfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo-data", help="generate the demo dataset (videos + samples.tsv)")
-    p.add_argument("outdir")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--subjects", type=int, default=10)
+    p.add_argument("outdir", help="folder to write the videos and samples.tsv into")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the output depends only on the seed (default: 0)")
+    p.add_argument("--subjects", type=int, default=10, help="synthetic subjects (default: 10)")
     p.add_argument("--clips", type=int, default=2, help="clips per subject and class")
-    p.add_argument("--classes", nargs="+", default=list(BASIC_CLASSES))
+    p.add_argument("--classes", nargs="+", default=list(BASIC_CLASSES),
+                   help="expressions to animate (default: the six basic ones)")
     p.add_argument("--processes", type=int, default=None, help="worker processes (default: all cores)")
     p.set_defaults(func=_demo_data)
 
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("manifest", help="build a samples table from a dataset folder")
     p.add_argument("root", help="the dataset folder")
-    p.add_argument("--layout", required=True, choices=sorted(LAYOUTS))
+    p.add_argument("--layout", required=True, choices=sorted(LAYOUTS),
+                   help="how the dataset names its files (see README, Running on your own data)")
     p.add_argument("-o", "--output", required=True, help="samples table to write (TSV)")
     p.add_argument("--classes", nargs="+", default=None,
                    help="classes to keep (default: the config's, else the six basic ones)")

@@ -1,6 +1,7 @@
-# The config and samples table, validated; shards, folds, the plan (vfer.config.Plan), and
-# the one path helper per stage file. Everything here is computed once at parse time, and
-# nothing here imports torch.
+# The config and samples table, validated; shards, folds, the plan (vfer.config.Plan), the
+# one path helper per stage file, and the rules' input functions. Everything here is computed
+# once at parse time, which imports no torch, MediaPipe or TensorFlow (every SLURM job parses
+# the workflow again; tests/test_conventions.py checks it).
 import os
 
 from snakemake.exceptions import WorkflowError
@@ -11,7 +12,9 @@ from vfer.nets.registry import INPUTS
 from vfer.samples import SamplesError, load_samples
 
 try:
-    PLAN = load(config, load_schema(os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")))
+    PLAN = load(
+        config, load_schema(os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+    )
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -49,13 +52,6 @@ except ValueError as exc:
     FOLDS, PROTOCOL_ERROR = [], f"protocol {config['protocol']['name']}: {exc}"
 
 
-def folds_table(wildcards=None):
-    """Input function for the folds table: stops with the protocol's problem, if any."""
-    if PROTOCOL_ERROR:
-        raise WorkflowError(PROTOCOL_ERROR)
-    return "results/folds.tsv"
-
-
 EXPERIMENTS = list(PLAN.experiments)
 MODELS = PLAN.models
 
@@ -71,31 +67,48 @@ wildcard_constraints:
 
 
 # --- stage files: one path helper per stage ----------------------------------------------
+# Each path is the producing rule's output pattern filled in (rules.<name>.output), so the
+# pattern is written once, in its rule. Called from input functions and params, which run
+# after every rule file is included.
+def rule_output(rule, name, **wildcards):
+    """The output ``name`` of ``rule`` for these wildcard values."""
+    return expand(getattr(getattr(rules, rule).output, name), **wildcards)[0]
+
+
+def folds_table(wildcards=None):
+    """Input function for the folds table: stops with the protocol's problem, if any."""
+    if PROTOCOL_ERROR:
+        raise WorkflowError(PROTOCOL_ERROR)
+    return rule_output("folds", "tsv")
+
+
 def faces_file(shard):
-    return f"results/faces/{shard}.h5"
+    return rule_output("faces", "h5", shard=shard)
 
 
 def segments_file(shard):
-    return f"results/segments/{shard}.h5"
+    return rule_output("segments", "h5", shard=shard)
 
 
 def flow_file(key, shard):
-    return f"results/flow/{key}/{shard}.h5"
+    return rule_output("flow", "h5", flow_key=key, shard=shard)
 
 
 def dynamic_file(key, shard):
     """``key`` is "<source>/<method>-<params hash>" (source rgb or flow)."""
-    return f"results/dynamic/{key}/{shard}.h5"
+    source, dynamic_key = key.split("/", 1)
+    return rule_output(f"dynamic_{source}", "h5", dynamic_key=dynamic_key, shard=shard)
+
+
+def model_files(model, fold):
+    """A fold's trained network and its record of training and validation videos."""
+    return {name: rule_output("train", name, model=model, fold=fold) for name in ("model", "info")}
 
 
 def features_file(model, fold):
     """The features a fold's evaluation uses: the fold's model, or the one extraction."""
     part = f"fold{fold}" if MODELS[model]["finetune"] == "per_fold" else "all"
-    return f"results/features/{model}/{part}.h5"
-
-
-def shard_files(pattern):
-    return [pattern.format(shard=s) for s in SHARDS]
+    return rule_output("extract", "h5", model=model, part=part)
 
 
 def source_files(source, shard):
@@ -109,6 +122,7 @@ def source_files(source, shard):
     return {stage: paths[stage] for stage in INPUTS.meta(source["input"])["stages"]}
 
 
+# --- input functions and parameters of the rules -----------------------------------------
 def model_inputs(wildcards):
     """A model's stage files as named input lists "<branch>__<stage>" (one file per shard)."""
     files = {}
@@ -119,6 +133,49 @@ def model_inputs(wildcards):
     return files
 
 
+def initial_weights(wildcards):
+    """The weight files a network starts from (none for random initialisation)."""
+    return [w for w in MODELS[wildcards.model]["weights"].values() if w]
+
+
+def extract_inputs(wildcards):
+    """A model's stage files, and its fold's trained network (fold<k>) or, for networks
+    extracted once (all), their initial weights."""
+    inputs = model_inputs(wildcards)
+    model = MODELS[wildcards.model]
+    if (wildcards.part == "all") != (model["finetune"] == "none"):
+        raise WorkflowError(f"{wildcards.model} has no features part {wildcards.part}")
+    if wildcards.part != "all":
+        inputs.update(model_files(wildcards.model, wildcards.part.removeprefix("fold")))
+    elif model["kind"] == "network":
+        inputs["weights"] = initial_weights(wildcards)
+    return inputs
+
+
+def evaluation_features(wildcards):
+    """Every features file an experiment's folds read."""
+    streams = PLAN.experiments[wildcards.experiment]["streams"]
+    return sorted({features_file(s, f) for s in streams for f in FOLDS})
+
+
+def features_by_fold(wildcards):
+    """{stream: {fold: features file}} of an experiment (params of rule evaluate)."""
+    streams = PLAN.experiments[wildcards.experiment]["streams"]
+    return {s: {int(f): features_file(s, f) for f in FOLDS} for s in streams}
+
+
+def preview_inputs(wildcards):
+    """The shard's faces and segments, its first flow variant and first dynamic images."""
+    inputs = {"faces": faces_file(wildcards.shard), "segments": segments_file(wildcards.shard)}
+    if PLAN.flows:
+        inputs["flow"] = flow_file(next(iter(PLAN.flows)), wildcards.shard)
+    for source in ("rgb", "flow"):
+        keys = [k for k in PLAN.dynamics if k.startswith(f"{source}/")]
+        if keys:
+            inputs[f"dynamic_{source}"] = dynamic_file(keys[0], wildcards.shard)
+    return inputs
+
+
 def gpu_jobs(wildcards):
     """1 for networks unless the config says device: cpu (the profiles cap gpu jobs)."""
     return int(MODELS[wildcards.model]["kind"] == "network" and config["device"] != "cpu")
@@ -126,4 +183,5 @@ def gpu_jobs(wildcards):
 
 def dynamic_params(source):
     """The dynamic-image variants of one source in use: {key: params}."""
-    return {k.split("/", 1)[1]: p for k, p in PLAN.dynamics.items() if k.startswith(f"{source}/")}
+    prefix = f"{source}/"
+    return {k[len(prefix) :]: p for k, p in PLAN.dynamics.items() if k.startswith(prefix)}

@@ -4,9 +4,7 @@ rule evaluate:
     weights) sees training subjects only."""
     input:
         folds=folds_table,
-        features=lambda wc: sorted(
-            {features_file(s, f) for s in PLAN.experiments[wc.experiment]["streams"] for f in FOLDS}
-        ),
+        features=evaluation_features,
     output:
         metrics="results/experiments/{experiment}/metrics.json",
         predictions="results/experiments/{experiment}/predictions.tsv",
@@ -24,22 +22,21 @@ rule evaluate:
             subcategory="Per-fold accuracy",
             labels={"experiment": "{experiment}"},
         ),
-    params:
-        experiment=lambda wc: PLAN.experiments[wc.experiment],
-        files=lambda wc: {
-            s: {int(f): features_file(s, f) for f in FOLDS}
-            for s in PLAN.experiments[wc.experiment]["streams"]
-        },
-        classes=config["classes"],
-        aggregate=config["aggregate"],
-        seed=config["seed"],
     log:
         "logs/evaluate/{experiment}.log",
     benchmark:
         "benchmarks/evaluate/{experiment}.tsv"
+    conda:
+        "../../envs/results.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        experiment=lambda wc: PLAN.experiments[wc.experiment],
+        files=features_by_fold,
+        classes=config["classes"],
+        aggregate=config["aggregate"],
+        seed=config["seed"],
     script:
         "../scripts/evaluate.py"

@@ -11,16 +11,18 @@ rule faces:
             category="Faces",
             labels={"shard": "{shard}"},
         ),
-    params:
-        videos=lambda wc: SHARDS[wc.shard],
-        faces=config["faces"],
     log:
         "logs/faces/{shard}.log",
     benchmark:
         "benchmarks/faces/{shard}.tsv"
+    conda:
+        "../../envs/faces.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=120,
+    params:
+        videos=lambda wc: SHARDS[wc.shard],
+        faces=config["faces"],
     script:
         "../scripts/faces.py"

@@ -3,19 +3,21 @@ rule flow:
     variant. The folder is keyed by the method and its parameters, so switching methods
     back and forth finds what was already computed."""
     input:
-        faces=lambda wc: faces_file(wc.shard),
-        segments=lambda wc: segments_file(wc.shard),
+        faces=rules.faces.output.h5,
+        segments=rules.segments.output.h5,
     output:
-        ensure("results/flow/{flow_key}/{shard}.h5", non_empty=True),
-    params:
-        flow=lambda wc: PLAN.flows[wc.flow_key],
+        h5=ensure("results/flow/{flow_key}/{shard}.h5", non_empty=True),
     log:
         "logs/flow/{flow_key}/{shard}.log",
     benchmark:
         "benchmarks/flow/{flow_key}/{shard}.tsv"
+    conda:
+        "../../envs/motion.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=120,
+    params:
+        flow=lambda wc: PLAN.flows[wc.flow_key],
     script:
         "../scripts/flow.py"

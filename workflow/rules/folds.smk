@@ -3,20 +3,22 @@ rule folds:
     input:
         lambda wc: folds_table() and config["samples"],
     output:
-        "results/folds.tsv",
+        tsv="results/folds.tsv",
+    log:
+        "logs/folds/folds.log",
+    benchmark:
+        "benchmarks/folds/folds.tsv"
+    localrule: True
+    conda:
+        "../../envs/results.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
     params:
         protocol=config["protocol"],
         classes=config["classes"],
         seed=config["seed"],
         schema=os.path.join(workflow.basedir, "workflow/schemas/samples.schema.yaml"),
-    log:
-        "logs/folds/folds.log",
-    benchmark:
-        "benchmarks/folds/folds.tsv"
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=5,
-    localrule: True
     script:
         "../scripts/folds.py"

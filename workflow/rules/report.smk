@@ -1,11 +1,9 @@
 rule summary:
     """One row per experiment (mean +- std over folds), a page for the report, failed videos."""
     input:
-        metrics=expand("results/experiments/{experiment}/metrics.json", experiment=EXPERIMENTS),
-        confusion=expand(
-            "results/experiments/{experiment}/confusion.png", experiment=EXPERIMENTS
-        ),
-        failures=shard_files("results/faces/{shard}.failures.tsv"),
+        metrics=expand(rules.evaluate.output.metrics, experiment=EXPERIMENTS),
+        confusion=expand(rules.evaluate.output.confusion, experiment=EXPERIMENTS),
+        failures=expand(rules.faces.output.failures, shard=list(SHARDS)),
     output:
         markdown="results/summary.md",
         csv="results/summary.csv",
@@ -21,31 +19,21 @@ rule summary:
             category="Results",
             labels={"table": "failed videos"},
         ),
-    params:
-        experiments=EXPERIMENTS,
     log:
         "logs/summary/summary.log",
     benchmark:
         "benchmarks/summary/summary.tsv"
+    localrule: True
+    conda:
+        "../../envs/results.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    localrule: True
+    params:
+        experiments=EXPERIMENTS,
     script:
         "../scripts/summary.py"
-
-
-def preview_inputs(wildcards):
-    """The shard's faces and segments, its first flow variant and first dynamic images."""
-    inputs = {"faces": faces_file(wildcards.shard), "segments": segments_file(wildcards.shard)}
-    if PLAN.flows:
-        inputs["flow"] = flow_file(next(iter(PLAN.flows)), wildcards.shard)
-    for source in ("rgb", "flow"):
-        keys = [k for k in PLAN.dynamics if k.startswith(f"{source}/")]
-        if keys:
-            inputs[f"dynamic_{source}"] = dynamic_file(keys[0], wildcards.shard)
-    return inputs
 
 
 rule preview:
@@ -53,7 +41,7 @@ rule preview:
     input:
         unpack(preview_inputs),
     output:
-        report(
+        png=report(
             "results/preview/{shard}.png",
             caption="../report/preview.rst",
             category="Motion",
@@ -63,10 +51,12 @@ rule preview:
         "logs/preview/{shard}.log",
     benchmark:
         "benchmarks/preview/{shard}.tsv"
+    localrule: True
+    conda:
+        "../../envs/results.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    localrule: True
     script:
         "../scripts/preview.py"
