@@ -300,6 +300,30 @@ def flow_to_hsv_rgb(flow: np.ndarray, max_magnitude: float | None = None) -> np.
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
+class NoFlowError(ValueError):
+    """A flow shard in which every computed frame pair has exactly zero flow."""
+
+
+def _no_flow_reason(out_path: str, name: str, params: dict, computed: int, differing: int,
+                    faces_path: str) -> str:
+    """Why a shard whose computed flows are all zero is refused, and what to check."""
+    head = (f"{out_path}: all {computed} frame pairs computed with flow method {name} "
+            f"{params} have exactly zero flow; ")
+    if differing:
+        return head + (f"{differing} of them join different frames, so these parameters make "
+                       f"no flow: check flow.{name} in the config (docs/methods.md)")
+    return head + (f"their two frames are identical (still videos, or one face crop repeated): "
+                   f"check the videos and the contact sheet of {faces_path}")
+
+
+def _pair_counts(gray: np.ndarray, pairs: np.ndarray, flows: np.ndarray) -> tuple[int, int, bool]:
+    """Computed (non-padding) pairs, those joining different frames, and whether any flow
+    of them is non-zero."""
+    moving = np.flatnonzero(pairs[:, 0] != pairs[:, 1])
+    differing = sum(not np.array_equal(gray[a], gray[b]) for a, b in pairs[moving])
+    return len(moving), int(differing), bool(np.any(flows[moving]))
+
+
 def process_shard(faces_path: str, segments_path: str, out_path: str, name: str, params: dict,
                   bound: float, consecutive: bool, provenance: dict, threads: int = 1,
                   store_raw: bool = False) -> None:
@@ -307,7 +331,8 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
 
     With ``consecutive`` every (t, t + 1) pair of the video is computed as well (ordered flow
     maps need the whole sequence). The next video's flows are computed while the current one
-    is written.
+    is written. A shard whose computed pairs all have exactly zero flow raises NoFlowError
+    (and leaves no file): its flow images would carry no motion.
     """
     from vfer.runtime import progress, set_threads
     from vfer.store import FacesFile, FlowFile, SegmentsFile
@@ -331,12 +356,20 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
                 index = np.searchsorted(code, pairs[index][..., 0] * len(gray)
                                         + pairs[index][..., 1]).astype(np.int32)
                 pairs = wanted
-            return pairs, index, compute_flows(gray, pairs, name, params, threads)
+            flows = compute_flows(gray, pairs, name, params, threads)
+            return pairs, index, flows, _pair_counts(gray, pairs, flows)
 
         ids = segs.videos()
         pending = prefetch.submit(compute, ids[0]) if ids else None
+        computed = differing = 0
+        moved = False
         for k, video_id in enumerate(progress(ids, "flow")):
-            pairs, index, flows = pending.result()
+            pairs, index, flows, counts = pending.result()
             if k + 1 < len(ids):
                 pending = prefetch.submit(compute, ids[k + 1])
             dst.write_video(video_id, pairs, flows, index, store_raw)
+            computed, differing, moved = (computed + counts[0], differing + counts[1],
+                                          moved or counts[2])
+        if computed and not moved:
+            raise NoFlowError(_no_flow_reason(out_path, name, params, computed, differing,
+                                              faces_path))

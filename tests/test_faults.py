@@ -1,0 +1,96 @@
+"""Faults that must never give a silent wrong result, and their documented recoveries: a flow
+shard without any motion, damaged intermediate files (README, 'Damaged files'), and a
+snakemake killed alone while its jobs run (README, 'Resuming')."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import stage_defaults
+from tests.tiny import SNAKEMAKE, command, snakemake
+from vfer import flow
+from vfer.store import FacesFile, SegmentsFile
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- item 3: a flow shard whose flows are all zero -------------------------------------------
+
+def texture(size=48, seed=0):
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.normal(size=(size, size)).astype(np.float32), (0, 0), 2.0)
+    return cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+def shard(tmp_path, videos: dict[str, np.ndarray]) -> tuple[Path, Path]:
+    """A faces file and a segments file (segments of 4 frames) holding ``videos``."""
+    faces, segments = tmp_path / "faces.h5", tmp_path / "segments.h5"
+    with FacesFile.create(faces, {"method": "none"}) as f, \
+            SegmentsFile.create(segments, {"method": "windows"}) as s:
+        for video_id, gray in videos.items():
+            n = len(gray)
+            f.write_video(video_id, np.repeat(gray[..., None], 3, axis=-1),
+                          np.zeros((n, 4), np.float32), np.ones(n, np.float32),
+                          np.zeros((n, 2, 2), np.float32), np.zeros((n, 478, 3), np.float32),
+                          np.ones(n, bool), np.arange(n, dtype=np.int32),
+                          np.arange(n, dtype=np.int32), {"path": f"{video_id}.avi"})
+            rows = [np.minimum(np.arange(i, i + 4), n - 1) for i in range(0, max(n - 3, 1), 4)]
+            s.write_video(video_id, np.array(rows), n)
+    return faces, segments
+
+
+def moving(n=8):
+    """A texture shifted one pixel right per frame."""
+    img = texture()
+    return np.stack([np.roll(img, t, axis=1) for t in range(n)])
+
+
+def run_flow(faces, segments, out, params=None, method="farneback"):
+    params = stage_defaults("flow")[method] if params is None else params
+    flow.process_shard(str(faces), str(segments), str(out), method, params, 2.0, False, {})
+
+
+def test_moving_frames_give_a_flow_shard(tmp_path):
+    faces, segments = shard(tmp_path, {"a": moving(), "still_one_frame": moving(1)})
+    run_flow(faces, segments, tmp_path / "flow.h5")
+    with h5py.File(tmp_path / "flow.h5") as f:
+        assert f["a"]["images"][..., 0].mean() > 128  # rightward motion: d_x > 0
+        assert np.all(f["still_one_frame"]["images"][..., :2] == 128)  # padding: zero flow
+
+
+def test_parameters_that_make_no_flow_stop_the_shard_naming_them(tmp_path, monkeypatch):
+    faces, segments = shard(tmp_path, {"a": moving(), "b": moving(5)})
+    monkeypatch.setattr(flow, "farneback", lambda a, b, **p: np.zeros(a.shape + (2,), np.float32))
+    params = {"levels": 3, "winsize": 15}
+    with pytest.raises(flow.NoFlowError) as err:
+        run_flow(faces, segments, tmp_path / "flow.h5", params)
+    # 'a' has pairs (0,1), (1,2), (2,3), (4,5), (5,6), (6,7); 'b' has (0,1), (1,2), (2,3):
+    # 9 computed pairs, all joining different frames
+    assert str(err.value) == (
+        f"{tmp_path / 'flow.h5'}: all 9 frame pairs computed with flow method farneback "
+        "{'levels': 3, 'winsize': 15} have exactly zero flow; 9 of them join different frames, "
+        "so these parameters make no flow: check flow.farneback in the config (docs/methods.md)")
+    assert not list(tmp_path.glob("flow.h5*"))  # no file that looks finished
+
+
+def test_a_shard_of_still_videos_stops_naming_the_faces_file(tmp_path):
+    still = np.repeat(texture()[None], 6, axis=0)
+    faces, segments = shard(tmp_path, {"a": still})
+    params = {"alpha": 0.03, "iterations": 5, "warps": 1, "levels": 2, "min_size": 16,
+              "backend": "numpy"}  # Horn-Schunck gives exactly zero flow between equal frames
+    with pytest.raises(flow.NoFlowError, match=r"all 3 frame pairs computed with flow method "
+                       r"horn_schunck .* their two frames are identical \(still videos, or one "
+                       rf"face crop repeated\): check the videos and the contact sheet of "
+                       rf"{faces}$"):
+        run_flow(faces, segments, tmp_path / "flow.h5", params, "horn_schunck")
