@@ -94,3 +94,59 @@ def test_a_shard_of_still_videos_stops_naming_the_faces_file(tmp_path):
                        rf"face crop repeated\): check the videos and the contact sheet of "
                        rf"{faces}$"):
         run_flow(faces, segments, tmp_path / "flow.h5", params, "horn_schunck")
+
+
+# --- item 16: snakemake killed alone; its jobs stop; the documented resume finishes ------------
+
+def group_alive(pgid: int) -> list[int]:
+    """Processes of the process group that still run (zombies excluded)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in "ZX":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.workflow
+def test_jobs_stop_when_only_snakemake_is_killed_and_the_resume_gives_the_same_metrics(
+        run, tmp_path):
+    from vfer.runtime import read_job_log
+
+    workdir = tmp_path / "run"
+    shutil.copytree(run, workdir, symlinks=True)
+    for made in ("models/temporal", "models/spatial", "features/temporal", "features/spatial",
+                 "experiments/temporal", "experiments/spatial", "experiments/fused"):
+        shutil.rmtree(workdir / "results" / made)  # 4 training jobs and what follows them
+    log = workdir / "logs/train/temporal/fold0.log"
+    proc = subprocess.Popen(command(workdir), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while (job := read_job_log(log) if log.exists() else None) is None \
+                or job.state != "running":
+            assert proc.poll() is None, "snakemake ended before the training job started"
+            assert time.monotonic() < deadline, "no training job started"
+            time.sleep(0.05)
+        assert group_alive(proc.pid) != [proc.pid]  # snakemake and its job(s)
+        os.kill(proc.pid, signal.SIGKILL)  # snakemake alone, not its group
+        proc.wait()
+        killed = time.monotonic()
+        while group_alive(proc.pid) and time.monotonic() - killed < 10:
+            time.sleep(0.1)
+        assert not group_alive(proc.pid), "jobs survived their snakemake"
+    finally:
+        for pid in group_alive(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+    stopped = read_job_log(log)
+    assert stopped.state == "stopped" and f"snakemake (pid {proc.pid})" in stopped.last
+    # README, 'Resuming': unlock, then rerun what is incomplete
+    assert snakemake(workdir, "--unlock").returncode == 0
+    result = snakemake(workdir, "--rerun-incomplete")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for metrics in (run / "results/experiments").glob("*/metrics.json"):
+        resumed = workdir / metrics.relative_to(run)
+        assert resumed.read_bytes() == metrics.read_bytes(), metrics.parent.name
