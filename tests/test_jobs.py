@@ -53,8 +53,9 @@ def test_finished_and_failed_jobs_read_back_from_their_logs(tmp_path, capsys):
     result = subprocess.run([sys.executable, "-c", job(bad, """
         log.info('fold 0: accuracy 0.5 on 4 videos')
         raise ValueError('results/features/x/fold0.h5: damaged features file')
-        """)], env=ENV)
-    assert result.returncode == 1
+        """)], env=ENV, capture_output=True, text=True)
+    assert result.returncode == 1  # the console gets the error after the log's name:
+    assert result.stderr == f"{bad}: ValueError: results/features/x/fold0.h5: damaged features file\n"
     finished, failed = read_job_log(ok), read_job_log(bad)
     assert (finished.state, failed.state) == ("finished", "failed")
     assert finished.last.startswith("step 15/15 loss 0.1000 (at ")

@@ -12,6 +12,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,11 +33,21 @@ ORPHANED_EXIT = 75
 
 def setup_logging(log_path: str | os.PathLike) -> logging.Logger:
     """Send this process's stdout, stderr (including native libraries') and logging to a file,
-    mark the job's start and end in it, and start the watchdog (start_watchdog)."""
+    mark the job's start and end in it, and start the watchdog (start_watchdog). An uncaught
+    error's traceback goes to the log, and its last line, after the log's name, to the
+    console as well (snakemake's, or a cluster job's output)."""
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     fh = open(log_path, "a", buffering=1)
     sys.stdout.flush()
     sys.stderr.flush()
+    console = os.fdopen(os.dup(2), "w", buffering=1)
+
+    def excepthook(kind, value, tb):
+        sys.__excepthook__(kind, value, tb)
+        error = "".join(traceback.format_exception_only(kind, value)).strip()
+        console.write(f"{log_path}: {error}\n")
+
+    sys.excepthook = excepthook
     os.dup2(fh.fileno(), 1)
     os.dup2(fh.fileno(), 2)
     sys.stdout = sys.stderr = fh
