@@ -29,8 +29,12 @@ localrules:
 
 rule all:
     input:
-        "results/summary.md",
-        "results/summary.csv",
-        "results/summary.html",
-        expand("results/experiments/{experiment}/metrics.json", experiment=EXPERIMENTS),
-        shard_files("results/preview/{shard}.png"),
+        final_targets(
+            [
+                "results/summary.md",
+                "results/summary.csv",
+                "results/summary.html",
+                expand("results/experiments/{experiment}/metrics.json", experiment=EXPERIMENTS),
+                shard_files("results/preview/{shard}.png"),
+            ]
+        ),
