@@ -5,6 +5,7 @@ snakemake killed alone while its jobs run (README, 'Resuming')."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -150,3 +151,68 @@ def test_jobs_stop_when_only_snakemake_is_killed_and_the_resume_gives_the_same_m
     for metrics in (run / "results/experiments").glob("*/metrics.json"):
         resumed = workdir / metrics.relative_to(run)
         assert resumed.read_bytes() == metrics.read_bytes(), metrics.parent.name
+
+
+# --- items 7 and 8: damaged intermediate files, named by file and stage; the recovery ----------
+
+def flip_a_byte(path: Path, dataset: str) -> None:
+    """Invert one byte inside the first chunk of ``dataset`` of the file's first video, as a
+    failing disk would: the file keeps its size and its modification time."""
+    with h5py.File(path) as f:
+        offset = f[next(iter(f))][dataset].id.get_chunk_info(0).byte_offset
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[offset + 100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def vfer(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vfer", *args], cwd=workdir,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+@pytest.mark.workflow
+def test_damaged_files_are_named_by_file_and_stage_and_the_recovery_restores_the_metrics(
+        run, tmp_path):
+    work = tmp_path / "run"
+    shutil.copytree(run, work, symlinks=True)
+    key = next((work / "results/flow").iterdir()).name
+    damaged = {"faces": ("results/faces/s0000.h5", "frames"),
+               "flow": (f"results/flow/{key}/s0001.h5", "images"),
+               "features": ("results/features/temporal/fold0.h5", "features")}
+    for path, dataset in damaged.values():
+        size = (work / path).stat().st_size
+        flip_a_byte(work / path, dataset)
+        assert (work / path).stat().st_size == size
+    check = vfer(work, "check", "results")
+    assert check.returncode == 1
+    for stage, (path, _) in damaged.items():
+        assert f"damaged: {path}: {path}: damaged {stage} file (" in check.stdout, check.stdout
+    # The next run that reads each file stops with the file, the stage and the recovery, in
+    # the job's log and on snakemake's console.
+    readers = {"features": "results/experiments/temporal/metrics.json",
+               "flow": "results/preview/s0001.png", "faces": f"results/flow/{key}/s0000.h5"}
+    for stage, target in readers.items():
+        path = damaged[stage][0]
+        result = snakemake(work, "--force", target)
+        assert result.returncode != 0
+        assert re.search(rf"^logs/\S+\.log: vfer\.store\.StageFileError: {re.escape(path)}: "
+                         rf"damaged {stage} file \(.*\); `vfer check results --fix` removes "
+                         r"damaged outputs; then rerun snakemake$", result.stderr, re.M), \
+            result.stderr[-3000:]
+    # README, 'Damaged files': one command sequence
+    fixed = vfer(work, "check", "results", "--fix")
+    assert fixed.returncode == 0 and fixed.stdout.count("removed results/") == 3, fixed.stdout
+    result = snakemake(work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert vfer(work, "check", "results").returncode == 0
+    metrics = sorted((run / "results/experiments").glob("*/metrics.json"))
+    assert len(metrics) == 4
+    for path in metrics:
+        assert (work / path.relative_to(run)).read_bytes() == path.read_bytes(), path.parent.name
+    # recomputed features files are byte-identical too (README, 'Rerunning part of the workflow')
+    features = sorted((run / "results/features").glob("*/*.h5"))
+    assert len(features) == 10
+    for path in features:
+        assert (work / path.relative_to(run)).read_bytes() == path.read_bytes(), path
