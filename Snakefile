@@ -29,8 +29,12 @@ localrules:
 
 rule all:
     input:
-        rules.summary.output.markdown,
-        rules.summary.output.csv,
-        rules.summary.output.html,
-        expand(rules.evaluate.output.metrics, experiment=EXPERIMENTS),
-        expand(rules.preview.output.png, shard=list(SHARDS)),
+        final_targets(
+            [
+                rules.summary.output.markdown,
+                rules.summary.output.csv,
+                rules.summary.output.html,
+                expand(rules.evaluate.output.metrics, experiment=EXPERIMENTS),
+                expand(rules.preview.output.png, shard=list(SHARDS)),
+            ]
+        ),

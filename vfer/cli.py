@@ -75,6 +75,35 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if damaged and not args.fix else 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    """The latest snakemake run's step count, then every job that runs (with its log's last
+    line: videos done, training step and loss), failed or stopped; --all adds finished ones."""
+    import re
+    from datetime import datetime
+    from pathlib import Path
+
+    from vfer.runtime import job_logs
+
+    root = Path(args.workdir)
+    runs = sorted((root / ".snakemake/log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
+    if runs:
+        steps = re.findall(r"^(\d+ of \d+ steps \(\d+%\) done)", runs[-1].read_text(), re.M)
+        print(f"latest snakemake run ({runs[-1].relative_to(root)}): "
+              f"{steps[-1] if steps else 'no step done yet'}")
+    jobs = job_logs(root / "logs")
+    now = datetime.now()
+    for job in jobs:
+        if job.state == "finished" and not args.all:
+            continue
+        took = str(now - job.started).split(".")[0] if job.state == "running" else ""
+        print(f"{job.state:<10} {took:>8}  {job.path.relative_to(root)}: {job.last}")
+    running = sum(j.state == "running" for j in jobs)
+    print(f"{running} job(s) running, {sum(j.state == 'finished' for j in jobs)} finished, "
+          f"{sum(j.state in ('failed', 'stopped', 'unfinished') for j in jobs)} failed, stopped "
+          f"or unfinished (logs under {root / 'logs'})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vfer", description=__doc__)
     parser.add_argument("--version", action="version", version=f"vfer {__version__}")
@@ -113,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fix", action="store_true",
                    help="remove damaged files so that the next snakemake run recomputes them")
     p.set_defaults(func=_check)
+
+    p = sub.add_parser("status", help="progress of the running jobs, read from their logs")
+    p.add_argument("workdir", nargs="?", default=".", help="the workflow's folder (default: .)")
+    p.add_argument("--all", action="store_true", help="list finished jobs too")
+    p.set_defaults(func=_status)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from vfer.io import atomic_path, write_png
-from vfer.runtime import progress
+from vfer.runtime import progress, quiet_native_logs
 from vfer.store import FacesFile
 from vfer.video import FrameSource, VideoError, resample
 
@@ -556,8 +556,15 @@ def process_shard(videos: list[tuple[str, str]], out_path: str, failures_path: s
     table and the contact sheet.
 
     A video that cannot be decoded or has no face becomes a failure row; with
-    ``params["on_error"] == "fail"`` it stops the job instead.
+    ``params["on_error"] == "fail"`` it stops the job instead. MediaPipe's and TensorFlow
+    Lite's native INFO and WARNING lines (several per video) are left out of the log.
     """
+    with quiet_native_logs():
+        return _process_shard(videos, out_path, failures_path, sheet_path, params, provenance)
+
+
+def _process_shard(videos: list[tuple[str, str]], out_path: str, failures_path: str,
+                   sheet_path: str, params: dict, provenance: dict) -> list[dict]:
     started = time.perf_counter()
     detector = make_detector(params)
     failures, sheet_rows, frames = [], [], 0

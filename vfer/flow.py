@@ -422,6 +422,30 @@ def group_videos(counts: list[int], batch: int) -> list[list[int]]:
     return groups
 
 
+class NoFlowError(ValueError):
+    """A flow shard in which every computed frame pair has exactly zero flow."""
+
+
+def _no_flow_reason(out_path: str, name: str, params: dict, computed: int, differing: int,
+                    faces_path: str) -> str:
+    """Why a shard whose computed flows are all zero is refused, and what to check."""
+    head = (f"{out_path}: all {computed} frame pairs computed with flow method {name} "
+            f"{params} have exactly zero flow; ")
+    if differing:
+        return head + (f"{differing} of them join different frames, so these parameters make "
+                       f"no flow: check flow.{name} in the config (docs/methods.md)")
+    return head + (f"their two frames are identical (still videos, or one face crop repeated): "
+                   f"check the videos and the contact sheet of {faces_path}")
+
+
+def _pair_counts(gray: np.ndarray, pairs: np.ndarray, flows: np.ndarray) -> tuple[int, int, bool]:
+    """Computed (non-padding) pairs, those joining different frames, and whether any flow
+    of them is non-zero."""
+    moving = np.flatnonzero(pairs[:, 0] != pairs[:, 1])
+    differing = sum(not np.array_equal(gray[a], gray[b]) for a, b in pairs[moving])
+    return len(moving), int(differing), bool(np.any(flows[moving]))
+
+
 def process_shard(faces_path: str, segments_path: str, out_path: str, name: str, params: dict,
                   bound: float, consecutive: bool, provenance: dict, threads: int = 1,
                   store_raw: bool = False) -> None:
@@ -431,7 +455,8 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
     maps need the whole sequence). The torch backends compute the pairs of consecutive videos
     together, up to pairs_per_batch of them (OpenCV and numpy: one video at a time). The next
     videos' flows are computed while the current ones are written. The ``backend`` attr
-    records [backend, torch device or null].
+    records [backend, torch device or null]. A shard whose computed pairs all have exactly zero flow raises
+    NoFlowError (and leaves no file): its flow images would carry no motion.
     """
     from vfer.runtime import progress, set_threads
     from vfer.store import FacesFile, FlowFile, SegmentsFile
@@ -455,7 +480,8 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
                                   np.concatenate([p + o for (p, _), o in zip(parts, offsets)]),
                                   name, params, threads)
             ends = np.cumsum([len(p) for p, _ in parts])[:-1]
-            return [(v, p, i, f) for v, (p, i), f in zip(group, parts, np.split(flows, ends))]
+            return [(v, p, i, f, _pair_counts(g, p, f))
+                    for v, g, (p, i), f in zip(group, grays, parts, np.split(flows, ends))]
 
         ids = segs.videos()
         groups = [[v] for v in ids]
@@ -465,9 +491,16 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
             groups = [[ids[k] for k in g]
                       for g in group_videos(counts, pairs_per_batch(name, device, shape))]
         pending = prefetch.submit(compute, groups[0]) if groups else None
+        computed = differing = 0
+        moved = False
         for k, _ in enumerate(progress(groups, "flow")):
             done = pending.result()
             if k + 1 < len(groups):
                 pending = prefetch.submit(compute, groups[k + 1])
-            for video_id, pairs, index, flows in done:
+            for video_id, pairs, index, flows, counts in done:
                 dst.write_video(video_id, pairs, flows, index, store_raw)
+                computed, differing, moved = (computed + counts[0], differing + counts[1],
+                                              moved or counts[2])
+        if computed and not moved:
+            raise NoFlowError(_no_flow_reason(out_path, name, params, computed, differing,
+                                              faces_path))

@@ -185,3 +185,47 @@ def motion_preview(faces_path: str, segments_path: str, flow_path: str | None,
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     return np.concatenate(rows, axis=0)
+
+
+def summarise(metrics: dict[str, str], confusion: dict[str, str],
+              failures: list[str]) -> dict:
+    """The summary from the experiments' ``metrics.json`` and ``confusion.png`` files (by
+    experiment) and the shards' failure tables: {"table", "failures", "markdown", "html"};
+    the page shows the best experiment's confusion matrix."""
+    import json
+
+    results = {}
+    for name, path in metrics.items():
+        with open(path) as fh:
+            results[name] = json.load(fh)
+    failed = pd.concat([pd.DataFrame(columns=["video_id", "path", "stage", "reason"])]
+                       + [pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False)
+                          for p in failures], ignore_index=True)
+    table = summary_table(results)
+    best = table["experiment"][int(table["accuracy_mean"].to_numpy().argmax())]
+    with open(confusion[best], "rb") as fh:
+        page = summary_html(table, fh.read(), best, failed)
+    return {"table": table, "failures": failed, "markdown": summary_markdown(table, failed),
+            "html": page}
+
+
+def overview_html(summary: str | None, missing: list[str], problems: list[str]) -> str:
+    """The report's first page: the summary of the experiments that have results (or a note
+    that none has), then what the run has not made (``missing``) and why, where known
+    (``problems``: failed jobs, a protocol that cannot split the data)."""
+    import html
+
+    def items(lines):
+        return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
+
+    parts = [summary or '<div class="vfer-summary"><h2>vfer results</h2>'
+                        '<p id="vfer-no-results">No experiment has results yet.</p></div>']
+    if missing:
+        parts += [f'<h3>Missing ({len(missing)})</h3><p>The report shows what exists; the run '
+                  f'has not made these:</p><div id="vfer-missing">{items(missing)}</div>']
+    else:
+        parts.append('<p id="vfer-complete">Nothing is missing: every output of the run '
+                     'exists.</p>')
+    if problems:
+        parts += [f'<h3>Why</h3><div id="vfer-problems">{items(problems)}</div>']
+    return "\n".join(parts) + "\n"

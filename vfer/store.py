@@ -328,10 +328,14 @@ class FeaturesFile(StageFile):
 
     def write_video(self, video_id: str, features: np.ndarray,
                     scores: np.ndarray | None = None) -> None:
-        """features S x D float32; scores S x K softmax probabilities (networks)."""
+        """features S x D float32; scores S x K softmax probabilities (networks). gzip, not
+        lzf: lzf's output depends on uninitialised memory, and features recomputed with the
+        same values must give the same file, so that Snakemake's checksums of small inputs
+        spare the evaluations."""
         self._write(video_id, {"features": np.asarray(features, np.float32),
                                "scores": None if scores is None
-                               else np.asarray(scores, np.float32)})
+                               else np.asarray(scores, np.float32)},
+                    {"features": "gzip", "scores": "gzip"})
 
     def features(self, video_id: str) -> np.ndarray:
         return self._read(video_id, "features")

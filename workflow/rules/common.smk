@@ -3,6 +3,7 @@
 # once at parse time, which imports no torch, MediaPipe or TensorFlow (every SLURM job parses
 # the workflow again; tests/test_conventions.py checks it).
 import os
+import sys
 
 from snakemake.exceptions import WorkflowError
 
@@ -185,3 +186,82 @@ def dynamic_params(source):
     """The dynamic-image variants of one source in use: {key: params}."""
     prefix = f"{source}/"
     return {k[len(prefix) :]: p for k, p in PLAN.dynamics.items() if k.startswith(prefix)}
+
+
+# --- the report ---------------------------------------------------------------------------
+# With --report (and not --report-after-run) rule all asks only for the outputs that exist, so
+# that the report of a failed (--keep-going) or partial run (e.g. one subject: features only)
+# shows what was made, and its first page (results/report/overview.html, written when the
+# report is requested) says what is missing and why.
+OVERVIEW = "results/report/overview.html"
+
+
+def report_requested(argv):
+    """Whether this snakemake only makes the report (--report without --report-after-run)."""
+    options = {a.split("=", 1)[0] for a in argv}
+    return "--report" in options and "--report-after-run" not in options
+
+
+def made(outputs):
+    """Whether all of a job's outputs exist (vfer writes each one atomically)."""
+    return all(os.path.exists(p) for p in outputs)
+
+
+def report_jobs():
+    """{what: the outputs of one job for the report}."""
+    jobs = {}
+    for shard in SHARDS:
+        jobs[f"faces of shard {shard}"] = expand(rules.faces.output.sheet, shard=shard)
+        jobs[f"motion preview of shard {shard}"] = expand(rules.preview.output.png, shard=shard)
+    out = rules.evaluate.output
+    for e in EXPERIMENTS:
+        jobs[f"experiment {e}"] = expand([out.metrics, out.confusion, out.folds], experiment=e)
+    jobs["summary"] = list(rules.summary.output)
+    return jobs
+
+
+def write_overview():
+    """Write the report's first page from the outputs that exist; return those outputs."""
+    from snakemake.logging import logger
+
+    from vfer.report import overview_html, summarise
+    from vfer.runtime import job_logs
+
+    present, missing = [], []
+    jobs = report_jobs()
+    for what, outputs in jobs.items():
+        if made(outputs):
+            present += outputs
+        else:
+            missing.append(f"{what}: {outputs[0]}")
+    done = [e for e in EXPERIMENTS if made(jobs[f"experiment {e}"])]
+    page = None
+    if done:
+        evaluate = {e: dict(zip(["metrics", "confusion"], jobs[f"experiment {e}"])) for e in done}
+        failures = expand(rules.faces.output.failures, shard=list(SHARDS))
+        page = summarise(
+            {e: files["metrics"] for e, files in evaluate.items()},
+            {e: files["confusion"] for e, files in evaluate.items()},
+            [p for p in failures if os.path.exists(p)],
+        )["html"]
+    problems = [f"the evaluation cannot run: {PROTOCOL_ERROR}"] if PROTOCOL_ERROR else []
+    problems += [
+        f"{job.state} job: {job.path}: {job.last}"
+        for job in job_logs("logs")
+        if job.state in ("failed", "stopped", "unfinished")
+    ]
+    os.makedirs(os.path.dirname(OVERVIEW), exist_ok=True)
+    with open(OVERVIEW, "w") as fh:
+        fh.write(overview_html(page, missing, problems))
+    if missing:
+        logger.warning(
+            f"The report shows what exists; missing ({len(missing)}): "
+            + "; ".join(missing)
+            + "".join(f"\n  {p}" for p in problems)
+        )
+    return present
+
+
+def final_targets(targets):
+    """The final targets: ``targets``, or with --report the outputs that exist for the report."""
+    return write_overview() if report_requested(sys.argv) else targets

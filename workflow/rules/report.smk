@@ -1,3 +1,7 @@
+# The summary across experiments and the motion previews; what `snakemake --report` shows is
+# chosen by final_targets (common.smk).
+
+
 rule summary:
     """One row per experiment (mean +- std over folds), a page for the report, failed videos."""
     input:
