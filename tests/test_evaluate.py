@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -406,3 +408,52 @@ def test_run_over_a_repeated_protocol_trains_each_fold_within_its_repetition(tmp
     leaky.loc[s0[0], "fold"] = 3 + (leaky.loc[s0[1], "fold"] - 3 + 1) % 3
     with pytest.raises(ValueError, match="subject 'S0' is in the test set of fold"):
         evaluate.run(leaky, files, ["x", "y"], Settings())
+
+
+def test_inner_folds_validate_only_on_videos_no_network_was_trained_on():
+    subjects = np.repeat(list("abcdef"), 2)
+    labels = np.tile([0, 1], 6)
+    honest = np.isin(subjects, ["e", "f"])  # a network's validation subjects
+    splits = evaluate.inner_splits(subjects, labels, 3, 0, honest=honest)
+    assert len(splits) == 2  # one per honest subject (fewer than inner_folds)
+    assert sorted(tuple(sorted(set(subjects[val]))) for _, val in splits) == [("e",), ("f",)]
+    for fit, val in splits:
+        assert honest[val].all() and not set(subjects[fit]) & set(subjects[val])
+        assert len(fit) + len(val) == len(subjects)  # the fit part keeps every other video
+    assert evaluate.inner_splits(subjects, labels, 3, 0, honest=np.zeros(12, bool)) == []
+
+
+def test_run_validates_on_the_videos_the_fine_tuned_network_held_out(tmp_path, monkeypatch):
+    samples = pd.DataFrame([{"video_id": f"v{s}_{k}", "subject": f"S{s}",
+                             "label": "x" if k % 2 else "y", "fold": int(s >= 4)}
+                            for s in range(8) for k in range(4)])
+    rng = np.random.default_rng(0)
+    files = {}
+    for fold in (0, 1):
+        train = samples[samples["fold"] != fold]
+        held = train[train["subject"].isin(train["subject"].unique()[:2])]  # validation
+        record = tmp_path / f"fold{fold}.json"
+        record.write_text(json.dumps({"train_videos": sorted(set(train["video_id"])
+                                                             - set(held["video_id"]))}))
+        path = tmp_path / f"fold{fold}.h5"
+        with FeaturesFile.create(path, {"model_info": str(record)}) as f:
+            for v, label in zip(samples["video_id"], samples["label"]):
+                f.write_video(v, (rng.normal(size=(2, 3)) + 3 * (label == "x"))
+                              .astype(np.float32))
+        files[fold] = str(path)
+    fits, _ = spied(monkeypatch)
+    settings = Settings(fusion="scores", weights="stacking", C=(0.1, 1.0))
+    result, _ = evaluate.run(samples, {"cnn": files, "hog": files}, ["x", "y"], settings)
+    trained = {fold: set(json.loads((tmp_path / f"fold{fold}.json").read_text())
+                         ["train_videos"]) for fold in (0, 1)}
+    ids = samples["video_id"].to_numpy()
+    inner = [(f, s) for f, s in fits if len(s) < 16]  # the refits score the 16 test videos
+    assert inner
+    for fit_idx, score_idx in inner:
+        fold = 1 - samples["fold"][fit_idx[0]]  # an outer fold trains on the other's videos
+        assert not set(ids[score_idx]) & trained[fold]  # validated on held-out videos only
+    assert all(c["validated_on"] == "8 videos no network was trained on"
+               for c in result["chosen"])
+    (tmp_path / "fold0.json").unlink()
+    with pytest.raises(ValueError, match=r"fold0.h5: its model record .*fold0.json is missing"):
+        evaluate.run(samples, {"cnn": files}, ["x", "y"], settings)
