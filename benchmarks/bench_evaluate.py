@@ -25,8 +25,8 @@ def recorded_run(folds, files, classes, settings) -> list:
         return load(path, video_ids)
 
     def record_fit(self, blocks, y, n_classes):
-        calls.append(("fit", id(self), (self.s, self.fusion, self.C, self.gamma,
-                                        self.probability), blocks, y, n_classes))
+        calls.append(("fit", id(self), (self.s, self.fusion, self.C, self.gamma), blocks, y,
+                      n_classes))
         return fit(self, blocks, y, n_classes)
 
     def record_scores(self, blocks):

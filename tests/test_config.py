@@ -16,6 +16,7 @@ from vfer.nets.registry import (BACKBONES, DESCRIPTORS, FUSIONS, HEADS, INITS, I
 
 SCHEMA = cfg.load_schema()
 DEMO = yaml.safe_load((REPO / "config/config.yaml").read_text())
+NEXT = len(DEMO["experiments"])  # the index of an experiment appended to the demo's
 
 
 def props(*path):
@@ -98,9 +99,9 @@ def test_bad_keys_and_values_are_refused_with_their_path(edit, message):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c["experiments"].append({"name": "spatial", "streams": ["temporal"]}),
-     r"experiments\[10\].name: experiment 'spatial' is defined twice"),
+     rf"experiments\[{NEXT}\].name: experiment 'spatial' is defined twice"),
     (lambda c: c["experiments"].append({"name": "x", "streams": ["nope"]}),
-     r"experiments\[10\].streams: 'nope' is neither a stream nor a network"),
+     rf"experiments\[{NEXT}\].streams: 'nope' is neither a stream nor a network"),
     (lambda c: c["streams"]["spatial"].update(layer="fc7"),
      r"streams.spatial.layer: small_cnn has taps \['conv', 'fc'\], not 'fc7'"),
     (lambda c: c["streams"]["temporal"].update(flow="tvl1"),
@@ -114,8 +115,8 @@ def test_bad_keys_and_values_are_refused_with_their_path(edit, message):
      r"softmax uses a network trained per fold; 'landmarks' is not one"),
     (lambda c: c["experiments"].append({"name": "s", "streams": ["spatial", "rgb_flow_lstm"],
                                         "classifier": {"kind": "softmax"}}),
-     r"experiments\[10\].fusion: softmax scores of several networks are combined by fusion: "
-     r"scores"),
+     rf"experiments\[{NEXT}\].fusion: softmax scores of several networks are combined by "
+     r"fusion: scores"),
     (lambda c: c["streams"]["handcrafted"].update(input="flow"),
      r"streams.handcrafted: backbone hog needs input: frames and finetune: none"),
     (lambda c: c["networks"]["rgb_flow_lstm"]["inputs"]["rgb"].update(share="flow"),
@@ -123,12 +124,65 @@ def test_bad_keys_and_values_are_refused_with_their_path(edit, message):
     (lambda c: c["networks"]["rgb_flow_lstm"].update(
         fusion={"kind": "sum", "gating": {"from": "flow", "to": "rgb", "at": ["layer3.0"]}}),
      r"gating needs both branches on the same residual backbone"),
+    (lambda c: c["experiments"].append({"name": "n", "streams": ["spatial", "temporal"],
+                                        "normalise": {"dynamic": "l2"}}),
+     rf"experiments\[{NEXT}\].normalise: 'dynamic' is not a stream of this experiment"),
+    (lambda c: c["experiments"].append({"name": "n", "streams": ["spatial", "temporal"],
+                                        "fusion": "scores", "select": True}),
+     rf"experiments\[{NEXT}\].select: chooses the streams of a feature fusion"),
+    (lambda c: c["experiments"].append({"name": "n", "streams": ["spatial", "temporal"],
+                                        "weights": "stacking"}),
+     rf"experiments\[{NEXT}\].weights: stacking weighs the streams of score fusion"),
+    (lambda c: c["experiments"].append({"name": "n", "streams": ["rgb_flow_lstm"],
+                                        "fusion": "scores", "weights": "stacking",
+                                        "classifier": {"kind": "softmax"}}),
+     r"weights: stacking needs scores of models fitted on part of the training subjects"),
+    (lambda c: c.update(protocol={"name": "losgo", "repeats": 4}),
+     r"protocol.repeats: protocol losgo has one partition; repeats apply to kfold"),
 ])
 def test_cross_field_mistakes_are_refused_with_their_path(edit, message):
     c = config()
     edit(c)
     with pytest.raises(cfg.ConfigError, match=message):
         cfg.load(c, SCHEMA)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["experiments"].append({"name": "n", "streams": ["spatial"], "normalise": "l1"}),
+     r"experiments\[\d+\].normalise: 'l1' is not one of \['none', 'l2', 'tanh'\]"),
+    (lambda c: c["experiments"].append({"name": "n", "streams": ["spatial"],
+                                        "normalise": {"spatial": "l3"}}),
+     r"experiments\[\d+\].normalise.spatial: 'l3' is not one of"),
+    (lambda c: c["experiments"].append({"name": "n", "streams": ["spatial"],
+                                        "standardise": "no"}),
+     r"experiments\[\d+\].standardise: 'no' is not of type 'boolean'"),
+    (lambda c: c["protocol"].update(repeats=0), r"protocol.repeats: 0 is less than"),
+    (lambda c: c["streams"]["spatial"].update(label_smoothing=1.0),
+     r"streams.spatial.label_smoothing: 1.0 is greater than or equal to"),
+])
+def test_bad_evaluation_keys_are_refused_with_their_path(edit, message):
+    c = config()
+    edit(c)
+    with pytest.raises(cfg.ConfigError, match=message):
+        cfg.load(c, SCHEMA)
+
+
+def test_experiment_keys_resolve_per_stream_with_their_defaults():
+    c = config(experiments=[
+        {"name": "one", "streams": ["spatial", "temporal"], "normalise": "tanh"},
+        {"name": "some", "streams": ["spatial", "temporal", "dynamic"],
+         "normalise": {"temporal": "l2"}, "fusion": "sum", "standardise": False},
+        {"name": "stack", "streams": ["spatial", "temporal"], "fusion": "scores",
+         "weights": "stacking"}],
+        protocol={"name": "kfold", "folds": 5, "repeats": 3})
+    plan = cfg.load(c, SCHEMA)
+    one, some, stack = (plan.experiments[n] for n in ("one", "some", "stack"))
+    assert one["normalise"] == ["tanh", "tanh"] and some["normalise"] == ["none", "l2", "none"]
+    assert (one["standardise"], one["balance"], one["select"]) == (True, True, False)
+    assert some["standardise"] is False and stack["weights"] == "stacking"
+    assert c["protocol"]["repeats"] == 3
+    assert plan.models["spatial"]["train"]["label_smoothing"] == \
+        DEMO["streams"]["spatial"].get("label_smoothing", 0.0)
 
 
 def test_defaults_fill_gaps_and_variants_inherit_from_the_default_flow():

@@ -202,3 +202,41 @@ def test_a_two_input_network_trains_only_on_training_subjects(tmp_path):
         training.train_model(model, {"rgb": [files], "dyn": [files]}, leaky, 0, ["x", "y"], CPU,
                              str(tmp_path / "m2.pt"), str(tmp_path / "m2.json"))
     assert not (tmp_path / "m2.pt").exists()
+
+
+def test_label_smoothing_keeps_the_training_loss_above_the_targets_entropy(tmp_path):
+    e = 0.4  # targets (0.8, 0.2): no model gets its cross-entropy below their entropy
+    floor = -(0.8 * np.log(0.8) + 0.2 * np.log(0.2))
+    losses = {}
+    for smoothing in (0.0, e):
+        model = plan({"s": {**SPATIAL["spatial"], "label_smoothing": smoothing}}).models["s"]
+        (tmp_path / str(smoothing)).mkdir()
+        train_set = sample_set(tmp_path / str(smoothing), 16, 0, model)
+        network, _ = training.initial_network(model, ["x", "y"])
+        history = training.fit(network, train_set, None, model["train"], 0, CPU)
+        losses[smoothing] = np.array(history["loss"])
+        inputs, _, y = train_set.batch(np.arange(len(train_set)))
+        with torch.no_grad():
+            p = network(training.normalise(training.to_device(inputs, CPU))).softmax(1).numpy()
+        assert (p.argmax(1) == y).mean() >= 0.9  # both learn the task
+    assert losses[e].min() >= floor - 1e-4
+    assert losses[0.0][-10:].mean() < floor - 0.2  # plain cross-entropy goes far below it
+
+
+def test_a_repeated_protocol_trains_each_fold_on_its_own_repetition(tmp_path):
+    from vfer.folds import assign_folds
+
+    model = plan({"s": {**SPATIAL["spatial"], "steps": 2, "eval_every": 1}}).models["s"]
+    clips, labels = two_class_clips(12)
+    files = write_shard(tmp_path, clips)
+    vids = sorted(clips)
+    samples = pd.DataFrame({"video_id": vids, "subject": [f"s{i // 2}" for i in range(12)],
+                            "label": ["xy"[labels[v]] for v in vids]})
+    folds = assign_folds(samples, "kfold", folds=3, seed=0, repeats=2)
+    for fold in (1, 4):
+        info = training.train_model(model, {"s": [files]}, folds, fold, ["x", "y"], CPU,
+                                    str(tmp_path / f"m{fold}.pt"), str(tmp_path / f"m{fold}.json"))
+        rows = folds[folds["repeat"] == fold // 3]
+        tested = set(rows.loc[rows["fold"] == fold, "subject"])
+        assert set(info["train_subjects"]) == set(rows["subject"]) - tested
+        assert len(info["train_videos"]) + len(info["validation_videos"]) == 8

@@ -289,7 +289,7 @@ def _branch(config: dict, name: str, b: dict, consumer: str, where: str) -> dict
 
 
 TRAINING_KEYS = ("finetune", "steps", "batch_size", "sample_steps", "optimizer", "lr", "momentum",
-                 "weight_decay", "schedule", "step_size", "gamma", "init", "val_fraction",
+                 "weight_decay", "label_smoothing", "schedule", "step_size", "gamma", "init", "val_fraction",
                  "eval_every", "patience", "augment", "cache_mb")
 
 
@@ -446,17 +446,40 @@ def _experiment(config: dict, plan: Plan, e: dict, where: str) -> dict:
         if len(e["streams"]) > 1 and e["fusion"] != "scores":
             raise ConfigError(f"{where}.fusion: softmax scores of several networks are combined "
                               "by fusion: scores")
-        if e["weights"] == "learned":
-            raise ConfigError(f"{where}.weights: learned weights need scores of models fitted "
+        if e["weights"] != "mean":
+            raise ConfigError(f"{where}.weights: {e['weights']} needs scores of models fitted "
                               "on part of the training subjects; softmax experiments use mean")
+    if e["fusion"] == "scores" and e["select"]:
+        raise ConfigError(f"{where}.select: chooses the streams of a feature fusion; score "
+                          "fusion weighs its streams (weights: learned or stacking)")
+    if e["fusion"] != "scores" and e["weights"] != "mean":
+        raise ConfigError(f"{where}.weights: {e['weights']} weighs the streams of score fusion "
+                          f"(fusion: scores), not of fusion: {e['fusion']}")
     return {"name": e["name"], "streams": list(e["streams"]), "fusion": e["fusion"],
-            "weights": e["weights"], "classifier": classifier,
-            "reported": [dict(r) for r in e["reported"]]}
+            "weights": e["weights"], "standardise": e["standardise"],
+            "normalise": _normalise(e, where), "balance": e["balance"], "select": e["select"],
+            "classifier": classifier, "reported": [dict(r) for r in e["reported"]]}
+
+
+def _normalise(e: dict, where: str) -> list[str]:
+    """The normalisation of each of the experiment's streams, in their order."""
+    given = e["normalise"]
+    if isinstance(given, str):
+        return [given] * len(e["streams"])
+    unknown = sorted(set(given) - set(e["streams"]))
+    if unknown:
+        raise ConfigError(f"{where}.normalise: {unknown[0]!r} is not a stream of this experiment "
+                          f"(its streams: {e['streams']})")
+    return [given.get(s, "none") for s in e["streams"]]
 
 
 def resolve(config: dict) -> Plan:
     """The plan of a validated config; raise ConfigError naming the key on any inconsistency."""
     plan = Plan()
+    protocol = config["protocol"]
+    if protocol["repeats"] > 1 and protocol["name"] != "kfold":
+        raise ConfigError(f"protocol.repeats: protocol {protocol['name']} has one partition; "
+                          "repeats apply to kfold")
     clash = sorted(set(config["streams"]) & set(config["networks"]))
     if clash:
         raise ConfigError(f"networks.{clash[0]}: the name is also a stream; names must differ")

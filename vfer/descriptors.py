@@ -2,9 +2,13 @@
 
 * ``landmarks``: FaceMesh landmarks (the 152 points of the lips, eyes, brows, nose and face
   oval) aligned per frame to the video's mean shape by a 3D similarity (Umeyama) fitted on
-  stable points (eye corners, nose bridge and tip), in inter-ocular units. Per segment: the
-  mean, standard deviation and final value of each point's (x, y) displacement from the
-  segment's first frame, and the segment's mean shape minus the video's mean shape.
+  stable points (eye corners, nose bridge and tip), in inter-ocular units. Per segment, the
+  dynamics: the mean, standard deviation and final value of each point's (x, y) displacement
+  from the segment's first frame, and the segment's mean shape minus the video's mean shape;
+  and the geometry: each frame's shape normalised by the 2D similarity that puts its eye
+  centres (midpoints of the eye corners) at (-0.5, 0) and (0.5, 0), averaged over the segment
+  and at its last frame, and both minus the clip's first frame, so that a clip of near-apex
+  frames, which barely moves, still carries its expression.
 * ``hog``: HOG of the grayscale face (64 x 64, 9 orientations, 8 px cells, 2 x 2 blocks)
   averaged over the segment, plus the motion part ``diff``: HOG of the mean absolute frame
   difference (``hog``) or LBP-TOP histograms of the segment volume (``lbp_top``: uniform LBP,
@@ -29,6 +33,8 @@ LANDMARKS = np.array([
 #: Points that move little with expression: eye corners, nose bridge and tip.
 STABLE = np.array([33, 133, 263, 362, 6, 168, 197, 195, 5, 4, 1])
 RIGHT_IRIS, LEFT_IRIS = 468, 473
+#: Corners of the right and the left eye.
+RIGHT_EYE, LEFT_EYE = np.array([33, 133]), np.array([263, 362])
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -57,16 +63,38 @@ def normalise_landmarks(landmarks: np.ndarray) -> np.ndarray:
     return out
 
 
+def canonical_shape(landmarks: np.ndarray) -> np.ndarray:
+    """Each frame's (x, y) landmarks (T x 478 x 3 in) normalised by the 2D similarity that puts
+    the eye centres (midpoints of each eye's corners) at (-0.5, 0) and (0.5, 0): the shape
+    without the face's position, size and roll (T x 478 x 2)."""
+    xy = landmarks[..., :2]
+    right, left = xy[:, RIGHT_EYE].mean(1), xy[:, LEFT_EYE].mean(1)  # T x 2
+    axis = left - right
+    length = np.linalg.norm(axis, axis=1)
+    c, s = axis[:, 0] / length, axis[:, 1] / length
+    rotation = np.stack([np.stack([c, s], -1), np.stack([-s, c], -1)], 1)  # T x 2 x 2
+    centred = xy - ((right + left) / 2)[:, None]
+    return np.einsum("tij,tpj->tpi", rotation, centred) / length[:, None, None]
+
+
 def landmark_features(landmarks: np.ndarray, segments: np.ndarray) -> np.ndarray:
-    """Per-segment landmark statistics (S x 4 * 152 * 2 float32); see the module docstring."""
-    x = normalise_landmarks(np.asarray(landmarks, np.float64))[:, LANDMARKS, :2]
+    """Per-segment landmark dynamics and geometry (S x 8 * 152 * 2 float32), in this order:
+    displacement from the segment's first frame (mean, standard deviation, last), mean shape
+    minus the video's mean shape, canonical shape (mean, last) and canonical shape minus the
+    clip's first frame (mean, last); see the module docstring."""
+    landmarks = np.asarray(landmarks, np.float64)
+    x = normalise_landmarks(landmarks)[:, LANDMARKS, :2]
+    shape = canonical_shape(landmarks)[:, LANDMARKS]
     video_mean = x.mean(0)
     rows = []
     for seg in segments:
-        pts = x[seg]
+        pts, geometry = x[seg], shape[seg]
         disp = pts - pts[0]
-        rows.append(np.concatenate([disp.mean(0).ravel(), disp.std(0).ravel(), disp[-1].ravel(),
-                                    (pts.mean(0) - video_mean).ravel()]))
+        mean, last = geometry.mean(0), geometry[-1]
+        rows.append(np.concatenate([
+            disp.mean(0).ravel(), disp.std(0).ravel(), disp[-1].ravel(),
+            (pts.mean(0) - video_mean).ravel(), mean.ravel(), last.ravel(),
+            (mean - shape[0]).ravel(), (last - shape[0]).ravel()]))
     return np.asarray(rows, np.float32)
 
 

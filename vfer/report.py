@@ -51,32 +51,70 @@ def fold_figure(folds: list[dict], title: str, path) -> None:
     plt.close(fig)
 
 
+def _fusion_label(settings: dict) -> str:
+    fusion = settings["fusion"]
+    if fusion == "scores":
+        return f"scores ({settings['weights']})"
+    return f"{fusion} (select)" if settings.get("select") else fusion
+
+
+def _best_members(results: dict[str, dict]) -> dict[str, tuple[str, float]]:
+    """For each experiment of several streams: the single-stream experiment of one of its
+    streams with the highest mean accuracy (its name and that accuracy)."""
+    singles = {n: r for n, r in results.items() if len(r["streams"]) == 1}
+    out = {}
+    for name, r in results.items():
+        members = [n for n, m in singles.items() if len(r["streams"]) > 1
+                   and m["streams"][0] in r["streams"]]
+        if members:
+            best = max(members, key=lambda n: singles[n]["mean"]["accuracy"]["mean"])
+            out[name] = (best, 100.0 * singles[best]["mean"]["accuracy"]["mean"])
+    return out
+
+
 def summary_table(results: dict[str, dict]) -> pd.DataFrame:
-    """One row per experiment: streams, fusion, folds and mean +- std of each metric (%)."""
+    """One row per experiment: streams, fusion, folds and mean +- std of each metric (%); for
+    a fusion, its best member (the single-stream experiment of one of its streams with the
+    highest mean accuracy), that accuracy, the difference and whether the fusion is below it."""
+    best = _best_members(results)
     rows = []
     for name, r in results.items():
-        fusion = r["settings"]["fusion"]
-        if fusion == "scores":
-            fusion = f"scores ({r['settings']['weights']})"
-        row = {"experiment": name, "streams": "+".join(r["streams"]), "fusion": fusion,
-               "folds": len(r["folds"])}
+        row = {"experiment": name, "streams": "+".join(r["streams"]),
+               "fusion": _fusion_label(r["settings"]), "folds": len(r["folds"])}
         for k in ("accuracy", "uar", "macro_f1"):
             row[f"{k}_mean"] = 100.0 * r["mean"][k]["mean"]
             row[f"{k}_std"] = 100.0 * r["mean"][k]["std"]
+        member, accuracy = best.get(name, ("", np.nan))
+        row.update({"best_member": member, "best_member_accuracy": accuracy,
+                    "vs_best_member": row["accuracy_mean"] - accuracy,
+                    "below_best_member": bool(row["accuracy_mean"] < accuracy)})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _versus(r) -> str:
+    """'member 97.50 (+1.67)' for a fusion, with ', below' when it scores less; '' otherwise."""
+    if not r.best_member:
+        return ""
+    flag = ", below" if r.below_best_member else ""
+    return f"{r.best_member} {r.best_member_accuracy:.2f} ({r.vs_best_member:+.2f}{flag})"
+
+
 def summary_markdown(table: pd.DataFrame, failures: pd.DataFrame | None = None,
                      title: str = "vfer results") -> str:
-    """The summary as Markdown: mean +- std over folds in percent, then any failed videos."""
+    """The summary as Markdown: mean +- std over folds in percent, each fusion's best member
+    stream (flagged when the fusion is below it), then any failed videos."""
     lines = [f"# {title}", "",
-             "| experiment | streams | fusion | folds | accuracy (%) | UAR (%) | macro F1 (%) |",
-             "|---|---|---|---|---|---|---|"]
+             "| experiment | streams | fusion | folds | accuracy (%) | UAR (%) | macro F1 (%) | "
+             "best member: accuracy (fusion - member) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         lines.append(f"| {r.experiment} | {r.streams} | {r.fusion} | {r.folds} | "
                      f"{r.accuracy_mean:.2f} ± {r.accuracy_std:.2f} | {r.uar_mean:.2f} ± {r.uar_std:.2f} | "
-                     f"{r.macro_f1_mean:.2f} ± {r.macro_f1_std:.2f} |")
+                     f"{r.macro_f1_mean:.2f} ± {r.macro_f1_std:.2f} | {_versus(r)} |")
+    below = table.loc[table["below_best_member"], "experiment"].tolist()
+    if below:
+        lines += ["", f"Below their best member stream: {', '.join(below)}."]
     if failures is not None and len(failures):
         lines += ["", f"## Failed videos ({len(failures)}, excluded from every experiment)", "",
                   "| video_id | stage | reason |", "|---|---|---|"]
@@ -86,21 +124,26 @@ def summary_markdown(table: pd.DataFrame, failures: pd.DataFrame | None = None,
 
 def summary_html(table: pd.DataFrame, confusion_png: bytes, confusion_of: str,
                  failures: pd.DataFrame, title: str = "vfer results") -> str:
-    """A self-contained HTML page: the summary table, one confusion matrix (embedded PNG) and
-    the failed videos. The report shows it on its first page."""
+    """A self-contained HTML page: the summary table (a fusion below its best member stream is
+    flagged), one confusion matrix (embedded PNG) and the failed videos. The report shows it
+    on its first page."""
     import base64
     import html
 
-    def cell(v):
-        return f"<td>{html.escape(str(v))}</td>"
+    def cell(v, attrs=""):
+        return f"<td{attrs}>{html.escape(str(v))}</td>"
 
     rows = []
     for r in table.itertuples():
         name = (f"<td><b>{html.escape(r.experiment)}</b><br><small>{html.escape(r.streams)}"
                 f" &middot; {html.escape(r.fusion)}</small></td>")
+        versus = cell(_versus(r), ' class="vfer-below"' if r.below_best_member else "")
         rows.append("<tr>" + name + "".join(cell(v) for v in (
             f"{r.accuracy_mean:.1f} ± {r.accuracy_std:.1f}", f"{r.uar_mean:.1f} ± {r.uar_std:.1f}",
-            f"{r.macro_f1_mean:.1f} ± {r.macro_f1_std:.1f}")) + "</tr>")
+            f"{r.macro_f1_mean:.1f} ± {r.macro_f1_std:.1f}")) + versus + "</tr>")
+    below = table.loc[table["below_best_member"], "experiment"].tolist()
+    warning = (f'<p class="vfer-below">Below their best member stream: '
+               f'{html.escape(", ".join(below))}.</p>' if below else "")
     failed = "<p>No video failed.</p>"
     if len(failures):
         failed = ("<table><tr><th>video</th><th>stage</th><th>reason</th></tr>" + "".join(
@@ -110,12 +153,15 @@ def summary_html(table: pd.DataFrame, confusion_png: bytes, confusion_of: str,
     return f"""<div class="vfer-summary">
 <style>.vfer-summary table {{border-collapse: collapse; font-size: 12px; margin: 0}}
 .vfer-summary td, .vfer-summary th {{border: 1px solid #999; padding: 2px 6px; text-align: left;
- white-space: nowrap}}</style>
+ white-space: nowrap}}
+.vfer-summary .vfer-below {{background: #f8d7da; color: #842029; font-weight: bold}}</style>
 <h2>{html.escape(title)}</h2>
 <p>Mean &plusmn; standard deviation over {int(table["folds"].max())} subject-independent test
-folds, in percent.</p>
+folds, in percent. A fusion is compared with its best member: the single-stream experiment of
+one of its streams with the highest accuracy.</p>
+{warning}
 <table id="vfer-summary-table"><tr><th>experiment (streams &middot; fusion)</th>
-<th>accuracy</th><th>UAR</th><th>macro F1</th></tr>
+<th>accuracy</th><th>UAR</th><th>macro F1</th><th>best member (fusion &minus; member)</th></tr>
 {"".join(rows)}
 </table>
 <h3>Confusion matrix: {html.escape(confusion_of)}</h3>

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vfer.folds import fold_rows
 from vfer.inputs import InputSource
 from vfer.io import atomic_path, sha256_of
 
@@ -397,7 +398,7 @@ def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg
         channels_last(network)
     opt = OPTIMIZERS.build(cfg["optimizer"], network.parameters(), cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, SCHEDULES.build(cfg["schedule"], cfg))
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
     aug = cfg["augment"]
     every = cfg["eval_every"] or max(1, cfg["steps"] // 10)
     history = {"loss": [], "val_loss": [], "best_step": None}
@@ -520,8 +521,7 @@ def train_model(model: dict, shards: Mapping[str, list[Mapping[str, str]]], fold
     record of exactly what it was trained on. Raises LeakageError if a training or validation
     video belongs to a subject tested in this fold."""
     cfg, fold = model["train"], int(fold)
-    tested = folds[folds["fold"] == fold]
-    train_rows = folds[folds["fold"] != fold]
+    train_rows, tested = fold_rows(folds, fold)
     class_index = {c: i for i, c in enumerate(classes)}
     sizes = {b["name"]: b["size"] for b in model["network"]["branches"]}
     sources = sources_of(model, shards)

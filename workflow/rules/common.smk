@@ -46,6 +46,7 @@ try:
             config["protocol"]["groups"],
             config["seed"],
             config["protocol"]["folds"],
+            config["protocol"]["repeats"],
         )
     )
     PROTOCOL_ERROR = None

@@ -8,7 +8,8 @@ setup_logging(snakemake.log[0])
 protocol = snakemake.params.protocol
 samples = load_samples(snakemake.input[0], snakemake.params.classes, snakemake.params.schema)
 folds = assign_folds(
-    samples, protocol["name"], protocol["groups"], snakemake.params.seed, protocol["folds"]
+    samples, protocol["name"], protocol["groups"], snakemake.params.seed, protocol["folds"],
+    protocol["repeats"],
 )
 with atomic_path(snakemake.output[0]) as tmp:
     folds.to_csv(tmp, sep="\t", index=False)
