@@ -1,6 +1,7 @@
 # make demo   create .venv, install pinned dependencies, generate the demo data, run the workflow
 # make test   install if needed, run the whole test suite
 # make bench  run the demo and every stage against its target (benchmarks/RESULTS.md)
+# make presets  run the small variant of each published system on the demo data (results/presets.md)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO := data/demo/samples.tsv
 CORES ?= all
 
-.PHONY: all install demo resume bench bench-gpu report-screenshot test clean
+.PHONY: all install demo resume bench bench-gpu presets report-screenshot test clean
 all: demo
 
 install: $(STAMP)
@@ -53,6 +54,11 @@ report-screenshot: results/report.html
 # Every cost next to its target: benchmarks/RESULTS.md and benchmarks/results.csv.
 bench: $(STAMP) $(DEMO)
 	$(BIN)/python -m benchmarks.bench --cores 2
+
+# The small variant of each published system on the demo data, the papers' rows beside vfer's
+# figures: results/presets.md (SYSTEMS="rfscnn mffcnn" runs some of them).
+presets: $(STAMP) $(DEMO)
+	$(BIN)/python -m vfer.presets $(SYSTEMS) --cores 2
 
 # The GPU figures of issue 16 beside their targets: benchmarks/GPU.md (on a machine without
 # CUDA it says so, writes nothing and exits 0).

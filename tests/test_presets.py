@@ -113,3 +113,31 @@ def test_the_full_preset_plans_on_its_paper_s_dataset_layout(system, torchvision
          "--config", f"samples={table}"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "evaluate" in result.stdout and "train" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """The tiny workflow's generated clips (tests/tiny.py), shared by the preset runs."""
+    from tests.tiny import prepare
+
+    return prepare(tmp_path_factory.mktemp("tiny")) / "data"
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("system", presets.SYSTEMS)
+def test_the_small_preset_runs_end_to_end_on_the_tiny_dataset(system, tiny_data, tmp_path):
+    """The small variant as `make presets` runs it, on the tiny dataset's two classes and four
+    subjects (two subject groups): every experiment of the preset gets its metrics."""
+    overrides = tmp_path / "tiny.yaml"
+    overrides.write_text(yaml.safe_dump({
+        "samples": str(tiny_data / "samples.tsv"), "classes": ["happiness", "surprise"],
+        "protocol": {"name": "losgo", "groups": 2}}))
+    seconds = presets.run(system, tiny_data / "samples.tsv", tmp_path / "run", 2,
+                          ["--configfile", *map(str, presets.preset_files(system)),
+                           str(overrides)])
+    experiments = [e["name"] for e in merged(*presets.preset_files(system))["experiments"]]
+    for name in experiments:
+        metrics = tmp_path / "run/results/experiments" / name / "metrics.json"
+        assert metrics.exists(), f"{system}: {name} has no metrics ({seconds:.0f} s)"
+    markdown = presets.table(system, tmp_path / "run", seconds)
+    assert "not run" not in markdown and markdown.count("\n| ") >= 2
