@@ -185,6 +185,12 @@ def write(folder: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray],
     os.replace(tmp, folder)
 
 
+def _marker(path: Path) -> bool:
+    """Snakemake's empty timestamp file in a directory output (it holds nothing)."""
+    return path.name == ".snakemake_timestamp" and not path.is_symlink() \
+        and path.stat().st_size == 0
+
+
 def verify(folder: str | os.PathLike) -> dict[str, str]:
     """Check every file of a bundle against its manifest; return {file: sha256}."""
     folder = Path(folder)
@@ -194,7 +200,7 @@ def verify(folder: str | os.PathLike) -> dict[str, str]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{folder / MANIFEST}: not a vfer bundle manifest ({exc})") from None
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*")
-               if p.is_file() or p.is_symlink()} - {MANIFEST}
+               if (p.is_file() or p.is_symlink()) and not _marker(p)} - {MANIFEST}
     for name in sorted(present - set(listed)):
         raise BundleError(f"{folder / name}: not in the bundle's manifest; refusing to load a "
                           "bundle with files it does not list")

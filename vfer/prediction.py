@@ -164,7 +164,7 @@ def _read_outputs(b: bundles.Bundle, work: Path, ids: list[str]) -> dict[str, di
     return out
 
 
-def timeline(path: Path, video_id: str, classes: list[str], times: np.ndarray,
+def timeline(path: Path, video_id: str, predicted: str, classes: list[str], times: np.ndarray,
              probs: np.ndarray, crops: np.ndarray, crop_times: np.ndarray,
              detected: np.ndarray) -> None:
     """A PNG: each class's probability per segment over time, above a strip of face crops."""
@@ -181,8 +181,7 @@ def timeline(path: Path, video_id: str, classes: list[str], times: np.ndarray,
     ax.set_ylim(0, 1)
     ax.set_xlabel("time (s, segment centre)")
     ax.set_ylabel("probability")
-    best = classes[int(probs.mean(0).argmax())]
-    ax.set_title(f"{video_id}: {best}")
+    ax.set_title(f"{video_id}: {predicted}")
     ax.legend(fontsize=7, ncol=min(len(classes), 7), loc="upper center",
               bbox_to_anchor=(0.5, -0.25), frameon=False)
     for k, (crop, t, ok) in enumerate(zip(crops, crop_times, detected)):
@@ -275,7 +274,8 @@ def predict(model: str | os.PathLike, inputs, out: str | os.PathLike = "predicti
                                          "time": float(t),
                                          "predicted": classes[int(p.argmax())],
                                          **{c: float(v) for c, v in zip(classes, p)}})
-                timeline(out / "timelines" / f"{r['video_id']}.png", r["video_id"], classes,
+                timeline(out / "timelines" / f"{r['video_id']}.png", r["video_id"],
+                         row["predicted"], classes,
                          got["times"], per_segment, got["crops"], got["crop_times"],
                          got["crop_detected"])
             if not keep_work:

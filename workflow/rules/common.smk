@@ -184,9 +184,11 @@ def final_features(experiment):
     """{stream: features file of every video} for an experiment's final model: the final
     network's, or the one extraction of a stream that is not fine-tuned."""
     return {
-        m: rule_output("final_extract", "h5", model=m)
-        if model["finetune"] == "per_fold"
-        else rule_output("extract", "h5", model=m, part="all")
+        m: (
+            rule_output("final_extract", "h5", model=m)
+            if model["finetune"] == "per_fold"
+            else rule_output("extract", "h5", model=m, part="all")
+        )
         for m, model in final_models(experiment).items()
     }
 
