@@ -21,6 +21,7 @@ include: "workflow/rules/folds.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/final.smk"
 
 
 localrules:

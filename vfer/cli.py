@@ -104,6 +104,23 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from vfer.bundle import BundleError
+    from vfer.prediction import predict
+
+    try:
+        table = predict(args.model, args.inputs, out=args.output, device=args.device,
+                        batch=args.batch, keep_work=args.keep_work)
+    except (BundleError, ValueError) as exc:
+        print(f"vfer predict: error: {exc}", file=sys.stderr)
+        return 2
+    failed = int((table["failure"] != "").sum())
+    print(f"{len(table)} videos, {len(table) - failed} classified, {failed} failed: "
+          f"{args.output}/predictions.tsv, {args.output}/segments.tsv, "
+          f"{args.output}/timelines/")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vfer", description=__doc__)
     parser.add_argument("--version", action="version", version=f"vfer {__version__}")
@@ -147,6 +164,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("workdir", nargs="?", default=".", help="the workflow's folder (default: .)")
     p.add_argument("--all", action="store_true", help="list finished jobs too")
     p.set_defaults(func=_status)
+
+    p = sub.add_parser("predict", help="predict new videos with a final model's bundle")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video files, image-sequence folders, folders of videos, or a samples "
+                        "table (.tsv/.csv with a path column)")
+    p.add_argument("--model", required=True,
+                   help="the bundle folder (results/final/<experiment>), verified before use")
+    p.add_argument("-o", "--output", default="predictions",
+                   help="folder for predictions.tsv, segments.tsv, timelines/ (default: "
+                        "predictions)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="torch device (default: auto, CUDA when torch sees it)")
+    p.add_argument("--batch", type=int, default=32,
+                   help="videos processed together per shard (default: 32)")
+    p.add_argument("--keep-work", action="store_true",
+                   help="keep the stage files of the inputs (under OUTPUT/work)")
+    p.set_defaults(func=_predict)
     args = parser.parse_args(argv)
     return args.func(args)
 

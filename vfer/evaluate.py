@@ -378,11 +378,16 @@ class Experiment:
         np.add.at(out, owner, sample_scores)
         return out / np.bincount(owner, minlength=n)[:, None]
 
-    def _fit_scores(self, streams, y, fit_idx, score_idx, fusion, params) -> np.ndarray:
-        """Video decision scores for ``score_idx`` from a model fitted on ``fit_idx``."""
+    def fit_model(self, streams: list, y: np.ndarray, fit_idx: np.ndarray, fusion: str,
+                  params: dict) -> FeatureModel:
+        """A FeatureModel fitted on the videos ``fit_idx`` (their samples: ``aggregate``)."""
         xs, owner = self._samples(streams, fit_idx)
         model = FeatureModel(self.s, fusion, params["C"], params["gamma"])
-        model.fit(xs, y[fit_idx][owner], self.n_classes)
+        return model.fit(xs, y[fit_idx][owner], self.n_classes)
+
+    def _fit_scores(self, streams, y, fit_idx, score_idx, fusion, params) -> np.ndarray:
+        """Video decision scores for ``score_idx`` from a model fitted on ``fit_idx``."""
+        model = self.fit_model(streams, y, fit_idx, fusion, params)
         xt, owner_t = self._samples(streams, score_idx)
         return self._video_scores(model.scores(xt), owner_t, len(score_idx))
 

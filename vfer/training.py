@@ -34,6 +34,10 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
+#: The fold number of a final model, trained on every subject (vfer.final).
+FINAL = -1
+
+
 class LeakageError(RuntimeError):
     """A model would be trained on a video of a subject its fold tests."""
 
@@ -519,9 +523,11 @@ def train_model(model: dict, shards: Mapping[str, list[Mapping[str, str]]], fold
                 classes: list[str], device: torch.device, model_out: str, info_out: str) -> dict:
     """Train a network on the training subjects of ``fold``; save its weights and a JSON
     record of exactly what it was trained on. Raises LeakageError if a training or validation
-    video belongs to a subject tested in this fold."""
+    video belongs to a subject tested in this fold. ``fold`` -1 (``FINAL``) trains on every
+    row of ``folds``: the final model, which nothing tests."""
     cfg, fold = model["train"], int(fold)
-    train_rows, tested = fold_rows(folds, fold)
+    train_rows, tested = (folds, folds.iloc[:0]) if fold == FINAL else fold_rows(folds, fold)
+    seed = cfg["seed"] + max(fold, 0)  # the final model takes fold 0's seed
     class_index = {c: i for i, c in enumerate(classes)}
     sizes = {b["name"]: b["size"] for b in model["network"]["branches"]}
     sources = sources_of(model, shards)
@@ -532,7 +538,7 @@ def train_model(model: dict, shards: Mapping[str, list[Mapping[str, str]]], fold
             raise ValueError(f"fold {fold}: no training video has every input of "
                              f"{model['name']}")
         fit_subjects, val_subjects = split_validation(list(rows["subject"]), cfg["val_fraction"],
-                                                      cfg["seed"] + fold)
+                                                      seed)
         labels = dict(zip(rows["video_id"], rows["label"].map(class_index)))
         fit_ids = sorted(rows.loc[rows["subject"].isin(fit_subjects), "video_id"])
         val_ids = sorted(rows.loc[rows["subject"].isin(val_subjects), "video_id"])
@@ -549,7 +555,7 @@ def train_model(model: dict, shards: Mapping[str, list[Mapping[str, str]]], fold
                  len(fit_subjects), 0 if val_set is None else len(val_set), len(val_ids),
                  len(val_subjects))
         network, initial = initial_network(model, classes)
-        history = fit(network, fit_set, val_set, cfg, cfg["seed"] + fold, device)
+        history = fit(network, fit_set, val_set, cfg, seed, device)
     finally:
         for s in sources.values():
             s.close()
@@ -562,7 +568,26 @@ def train_model(model: dict, shards: Mapping[str, list[Mapping[str, str]]], fold
             "train_videos_sha256": sha256_of(fit_ids + val_ids),
             "steps_run": len(history["loss"]), "best_step": history["best_step"],
             "final_loss": float(np.mean(history["loss"][-10:])) if history["loss"] else None,
-            "val_loss": history["val_loss"], "seed": cfg["seed"] + fold}
+            "val_loss": history["val_loss"], "seed": seed}
+    with atomic_path(info_out) as tmp:
+        tmp.write_text(json.dumps(info, indent=1))
+    return info
+
+
+def train_final(model: dict, shards: Mapping[str, list[Mapping[str, str]]], folds,
+                classes: list[str], device: torch.device, model_out: str, info_out: str) -> dict:
+    """A network of the final model: trained on every subject of ``folds`` (a ``val_fraction``
+    of them held out for early stopping, as in every fold), or, with ``finetune: none``, its
+    initial weights as they are."""
+    if model["finetune"] != "none":
+        return train_model(model, shards, folds, FINAL, classes, device, model_out, info_out)
+    network, initial = initial_network(model, classes)
+    with atomic_path(model_out) as tmp:
+        torch.save({k: v.cpu() for k, v in network.state_dict().items()}, tmp)
+    info = {"fold": FINAL, "model": model["name"], "initial_weights": initial,
+            "finetune": "none", "train_videos": [], "validation_videos": [],
+            "train_subjects": [], "train_subjects_sha256": sha256_of([]),
+            "train_videos_sha256": sha256_of([])}
     with atomic_path(info_out) as tmp:
         tmp.write_text(json.dumps(info, indent=1))
     return info

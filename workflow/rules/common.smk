@@ -166,6 +166,48 @@ def features_by_fold(wildcards):
     return {s: {int(f): features_file(s, f) for f in FOLDS} for s in streams}
 
 
+def final_models(experiment):
+    """The models (streams, networks) of an experiment: {name: model}."""
+    return {s: MODELS[s] for s in PLAN.experiments[experiment]["streams"]}
+
+
+def final_networks(experiment):
+    """{network: its final state_dict and record} of an experiment's networks."""
+    return {
+        m: {name: rule_output("final_train", name, model=m) for name in ("model", "info")}
+        for m, model in final_models(experiment).items()
+        if model["kind"] == "network"
+    }
+
+
+def final_features(experiment):
+    """{stream: features file of every video} for an experiment's final model: the final
+    network's, or the one extraction of a stream that is not fine-tuned."""
+    return {
+        m: (
+            rule_output("final_extract", "h5", model=m)
+            if model["finetune"] == "per_fold"
+            else rule_output("extract", "h5", model=m, part="all")
+        )
+        for m, model in final_models(experiment).items()
+    }
+
+
+def final_extract_inputs(wildcards):
+    """A model's stage files and its final network."""
+    final = {n: rule_output("final_train", n, model=wildcards.model) for n in ("model", "info")}
+    return {**model_inputs(wildcards), **final}
+
+
+def final_inputs(wildcards):
+    """The final features files and networks of an experiment, as named input lists."""
+    networks = final_networks(wildcards.experiment)
+    return {
+        "features": sorted(final_features(wildcards.experiment).values()),
+        "networks": sorted(p for files in networks.values() for p in files.values()),
+    }
+
+
 def preview_inputs(wildcards):
     """The shard's faces and segments, its first flow variant and first dynamic images."""
     inputs = {"faces": faces_file(wildcards.shard), "segments": segments_file(wildcards.shard)}
