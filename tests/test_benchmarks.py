@@ -35,3 +35,43 @@ def test_bench_gpu_exits_0_and_writes_nothing_without_cuda(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "no CUDA device; nothing measured" in result.stdout
     assert not out.exists()
+
+
+#: Runs the module with mediapipe and snakemake unimportable, as on the GPU machine.
+WITHOUT_MEDIAPIPE = ("import runpy, sys; sys.modules['mediapipe'] = sys.modules['snakemake'] = "
+                     "None; sys.argv = sys.argv[1:]; "
+                     "runpy.run_module('benchmarks.bench_presets_gpu', run_name='__main__')")
+
+
+def test_bench_presets_gpu_check_runs_one_preset_without_mediapipe(tmp_path):
+    out = tmp_path / "PRESETS-GPU.md"
+    result = subprocess.run([sys.executable, "-c", WITHOUT_MEDIAPIPE, "bench_presets_gpu",
+                             "--check-on-cpu", "enhanced_convlstm", "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [r for r in result.stdout.splitlines() if r.startswith("| enhanced_convlstm |")]
+    # each of the five networks once as it finished and once in the final table
+    models = sorted({r.split(" | ")[1] for r in rows})
+    assert models == ["conventional", "conventional_resnet", "enhanced", "proposed", "resnet"]
+    assert len(rows) == 10 and all(" | 2 of 2 (60 configured) | 8 | " in r for r in rows)
+    assert "**Weights were random**" in result.stdout
+    assert "5 models trained and extracted on the CPU; nothing written" in result.stdout
+    assert not out.exists()
+
+
+def test_bench_presets_gpu_refuses_an_unknown_preset():
+    result = subprocess.run([sys.executable, "-m", "benchmarks.bench_presets_gpu", "rfscn"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "unknown preset(s) ['rfscn']" in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: it would measure")
+def test_bench_presets_gpu_exits_0_and_writes_nothing_without_cuda(tmp_path):
+    out = tmp_path / "PRESETS-GPU.md"
+    result = subprocess.run([sys.executable, "-c", WITHOUT_MEDIAPIPE, "bench_presets_gpu",
+                             "rfscnn", "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "no CUDA device; nothing measured" in result.stdout
+    assert not out.exists()
