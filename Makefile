@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO := data/demo/samples.tsv
 CORES ?= all
 
-.PHONY: all install demo resume bench bench-gpu presets report-screenshot test clean
+.PHONY: all install demo resume bench bench-gpu presets report-screenshot test test-presets clean
 all: demo
 
 install: $(STAMP)
@@ -67,7 +67,11 @@ bench-gpu: $(STAMP)
 
 # tests/test_conventions.py runs snakemake --lint and snakefmt --check among the tests.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not long_preset"
+
+# The small presets that take over 5 minutes each on the tiny dataset (about 30 minutes).
+test-presets: $(STAMP)
+	$(BIN)/python -m pytest -m long_preset
 
 clean:
 	rm -rf results logs benchmarks/*/ .snakemake .chromium
