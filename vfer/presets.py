@@ -108,14 +108,25 @@ def main(argv: list[str] | None = None) -> int:
              "the generated demo dataset, which is neither the papers' datasets nor their "
              "scale: read them as a check that each system runs end to end, not as a "
              "reproduction of the numbers.", ""]
-    for system in args.systems:
-        workdir = Path(args.workdir) / system
-        seconds = run(system, samples, workdir, args.cores)
-        print(f"{system}: {seconds / 60:.1f} min")
-        parts.append(table(system, workdir, seconds))
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text("\n".join(parts))
-    print(f"wrote {args.output}")
+    output, failed = Path(args.output), []
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for system in args.systems:  # the table is rewritten after each system, and a failure
+        workdir = Path(args.workdir) / system  # does not stop the others
+        try:
+            seconds = run(system, samples, workdir, args.cores)
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            failed.append(system)
+            parts.append(f"## {system}\n\nFailed; the error is in {workdir}/logs/ and "
+                         f"{workdir}/.snakemake/log/.\n")
+        else:
+            print(f"{system}: {seconds / 60:.1f} min")
+            parts.append(table(system, workdir, seconds))
+        output.write_text("\n".join(parts))
+    print(f"wrote {output}")
+    if failed:
+        print(f"vfer presets: error: {', '.join(failed)} failed", file=sys.stderr)
+        return 1
     return 0
 
 
