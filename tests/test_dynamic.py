@@ -18,7 +18,7 @@ def exact_coefficients(T):
 def test_coefficients_for_16_frames_match_methods():
     alpha = rank_pool_coefficients(16)
     np.testing.assert_allclose(alpha, [float(a) for a in exact_coefficients(16)], atol=1e-6)
-    # The values METHODS.md quotes: alpha_1 = -25.47, peak 4.73 at t = 9, alpha_16 = 0.94.
+    # The values docs/methods.md quotes: alpha_1 = -25.47, peak 4.73 at t = 9, alpha_16 = 0.94.
     assert round(alpha[0], 2) == -25.47
     assert int(np.argmax(alpha)) + 1 == 9 and round(alpha.max(), 2) == 4.73
     assert round(alpha[-1], 2) == 0.94

@@ -1,4 +1,4 @@
-"""The face stage on real clips ($VFER_REAL_DATA, see ../shared/data/real/README.md)."""
+"""The face stage on real clips ($VFER_REAL_DATA; README.md, Layout)."""
 
 import numpy as np
 import pandas as pd

@@ -11,7 +11,7 @@ Detectors (``detector``):
 
 Per video, detections shorter than ``min_track`` consecutive frames are dropped, eye centres
 (or boxes) are interpolated over the gaps and smoothed in time, and each frame with a face is
-rotated so that the eyes are level and cropped around them (METHODS.md: ``crop_iod`` =
+rotated so that the eyes are level and cropped around them (docs/methods.md: ``crop_iod`` =
 (height, width) in inter-ocular distances, eyes at ``eye_row`` of the height). A frame without
 a face gets the crop of the nearest frame with one and is flagged; a video without any face is
 a failure that names the file. Large frames are downscaled for detection only and cropped

@@ -1,4 +1,4 @@
-"""Optical flow between the frame pairs of segments, and 8-bit flow images (METHODS.md).
+"""Optical flow between the frame pairs of segments, and 8-bit flow images (docs/methods.md).
 
 Methods: ``farneback`` and ``tvl1`` (OpenCV, one pair per call, pairs spread over threads),
 ``tvl1`` in torch (vfer.tvl1: OpenCV's DualTVL1 batched over pairs, for CUDA) and

@@ -1,4 +1,4 @@
-"""Segmentation: which frames of a video form each fixed-length segment (METHODS.md).
+"""Segmentation: which frames of a video form each fixed-length segment (docs/methods.md).
 
 A segment is a row of frame indices. ``windows`` (the seeds): videos shorter than ``length``
 are padded by repeating their first and last frames ((length - n) / 2 each, the odd one at the
