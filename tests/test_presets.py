@@ -130,13 +130,10 @@ TINY_STEPS = 6
 
 
 def short_training(system: str) -> dict:
-    """Overrides that cut every stream's and network's training of the preset to TINY_STEPS."""
-    preset = {}
-    for file in presets.preset_files(system):
-        for section in ("streams", "networks"):
-            preset.setdefault(section, set()).update(yaml.safe_load(file.read_text()).get(section) or {})
+    """Overrides that cut every stream's and network's training to TINY_STEPS."""
+    config = merged(*presets.preset_files(system))
     return {section: {name: {"steps": TINY_STEPS, "eval_every": TINY_STEPS // 2}
-                      for name in sorted(names)} for section, names in preset.items() if names}
+                      for name in config[section]} for section in ("streams", "networks")}
 
 
 #: mffcnn's 17 networks make 34 train and 34 extract jobs on the tiny dataset (about 4 minutes):
