@@ -206,6 +206,25 @@ def test_an_image_sequence_whose_frame_size_changes(tmp_path):
                                 f"{tmp_path}")
 
 
+@pytest.mark.parametrize("damage", ["header", "payload"])
+def test_a_video_that_decodes_no_frame_has_one_reason(tmp_path, damage):
+    """A destroyed header is refused by FFmpeg when opening, a destroyed payload behind an
+    intact header opens and then yields no frame: the reason is the same."""
+    from vfer.demo import write_video
+    from vfer.video import VideoError
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / "clip.avi"
+    write_video(path, rng.integers(0, 256, (10, 64, 64, 3), dtype=np.uint8))
+    data = bytearray(path.read_bytes())
+    span = slice(0, 4096) if damage == "header" else slice(4096, len(data))
+    data[span] = rng.integers(0, 256, len(data[span]), dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(VideoError) as error:
+        read_video(path)
+    assert str(error.value) == f"cannot decode (not a video, or an unsupported codec): {path}"
+
+
 def test_static_videos_and_short_freezes_are_read(tmp_path):
     from vfer.demo import write_video
 

@@ -434,8 +434,6 @@ def track_video(path: str, detector, params: dict, keep_bytes: int = 512 << 20) 
             dets.append(detect_scaled(detector, frame, params["detect_max_side"]))
             index.append(i)
     n = len(dets)
-    if n == 0:
-        raise VideoError(f"no decodable frames: {path}")
     raw = np.array([d is not None for d in dets])
     detected = drop_short_runs(raw, params["min_track"])
     if not detected.any():

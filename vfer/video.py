@@ -74,12 +74,17 @@ class FrameSource:
             raise VideoError(f"empty file: {self.path}")
         cap = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG)
         if not cap.isOpened():
-            raise VideoError(f"cannot decode (not a video, or an unsupported codec): {self.path}")
+            raise VideoError(self.undecodable())
         self._cap = cap
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         if not np.isfinite(fps) or fps <= 0 or fps > 1000:
             raise VideoError(f"no usable frame rate ({fps}): {self.path}")
         self.info = VideoInfo(self.path, "video", fps, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+
+    def undecodable(self) -> str:
+        """The reason for a video file that FFmpeg cannot open, or that yields no frame (a
+        damaged header may still be probed as a container, and then decodes nothing)."""
+        return f"cannot decode (not a video, or an unsupported codec): {self.path}"
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._cap is not None:
@@ -87,6 +92,8 @@ class FrameSource:
             while True:
                 ok, frame = self._cap.read()
                 if not ok:
+                    if frozen.index < 0:
+                        raise VideoError(self.undecodable())
                     return
                 frozen.check(frame)
                 yield _to_rgb(frame)
@@ -198,9 +205,8 @@ def resample(frames: Iterator[np.ndarray], fps: float,
 
 def read_video(path: str | os.PathLike, target_fps: float | None = None,
                sequence_fps: float = 30.0) -> tuple[np.ndarray, VideoInfo]:
-    """All kept frames (T x H x W x 3 RGB uint8) and the source info; raises on zero frames."""
+    """All kept frames (T x H x W x 3 RGB uint8) and the source info; a source that yields no
+    frame raises VideoError."""
     with FrameSource(path, sequence_fps) as src:
         frames = [f for _, f in resample(iter(src), src.info.fps, target_fps)]
-    if not frames:
-        raise VideoError(f"no decodable frames: {src.info.path}")
     return np.stack(frames), src.info
