@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO := data/demo/samples.tsv
 CORES ?= all
 
-.PHONY: all install demo resume bench bench-gpu presets report-screenshot test test-presets clean
+.PHONY: all install demo resume bench bench-gpu presets report-screenshot test clean
 all: demo
 
 install: $(STAMP)
@@ -68,12 +68,7 @@ bench-gpu: $(STAMP)
 # tests/test_conventions.py runs snakemake --lint and snakefmt --check among the tests; the
 # slowest tests are listed at the end.
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not long_preset" --durations=15
-
-# The mffcnn small preset on the tiny dataset (about 4 minutes: 34 network jobs), left out of
-# make test to keep it within CI's 25 minutes.
-test-presets: $(STAMP)
-	$(BIN)/python -m pytest -m long_preset
+	$(BIN)/python -m pytest --durations=15
 
 clean:
 	rm -rf results logs benchmarks/*/ .snakemake .chromium

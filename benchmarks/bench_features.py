@@ -46,7 +46,7 @@ def bare_training(model: dict, n_classes: int, info: dict, device) -> None:
     y = torch.randint(0, n_classes, (batch,), device=device)
     for _ in range(info["steps_run"]):
         loss = loss_fn(network(x), y)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
     val = torch.rand(info["validation_segments"], branch["steps"], 3, side, side, device=device)
@@ -95,8 +95,7 @@ def measure(run: Path, backbones: bool = True, repeat: int = 2) -> list[Row]:
         sorted((run / "results/faces").glob("*.h5")),
         sorted((run / "results/segments").glob("*.h5")))]}
     folds = read_folds(str(run / "results/folds.tsv"))
-    # warm-up: the first optimizer step imports torch._dynamo (~2 s, once per process; the
-    # workflow pays it in each train job's start-up)
+    # warm-up: torch's first operator calls (once per process, in each train job's start-up)
     bare_training(model, len(classes), {"steps_run": 1, "validation_segments": 0,
                                         "val_loss": []}, device)
     with InputSource("frames", shards["spatial"]) as src:

@@ -192,7 +192,7 @@ def training_step(backbone: str, size: int, device, sizes: Sizes) -> Figure:
             for _ in range(n):
                 with training.autocast(device):
                     loss = loss_fn(network(x), y)
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad()
                 loss.backward()
                 opt.step()
         return run

@@ -117,10 +117,18 @@ def test_the_full_preset_plans_on_its_paper_s_dataset_layout(system, torchvision
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    """The tiny workflow's generated clips (tests/tiny.py), shared by the preset runs."""
+    """The tiny workflow's generated clips (tests/tiny.py), shared by the preset runs, with a
+    predefined split: subjects S01 and S02 train, S03 validates, S04 is tested (one fold)."""
+    import pandas as pd
+
     from tests.tiny import prepare
 
-    return prepare(tmp_path_factory.mktemp("tiny")) / "data"
+    data = prepare(tmp_path_factory.mktemp("tiny")) / "data"
+    table = pd.read_csv(data / "samples.tsv", sep="\t", dtype=str)
+    table["split"] = table["subject"].map({"S01": "train", "S02": "train", "S03": "val",
+                                           "S04": "test"})
+    table.to_csv(data / "samples.tsv", sep="\t", index=False)
+    return data
 
 
 #: Training steps of every stream and network in the tiny runs: the test checks that the whole
@@ -136,22 +144,17 @@ def short_training(system: str) -> dict:
                       for name in config[section]} for section in ("streams", "networks")}
 
 
-#: mffcnn's 17 networks make 34 train and 34 extract jobs on the tiny dataset (about 4 minutes):
-#: `make test-presets` runs it, as `make test` would pass CI's 25 minutes with it.
-LONG = {"mffcnn"}
-
-
 @pytest.mark.workflow
-@pytest.mark.parametrize("system", [pytest.param(s, marks=pytest.mark.long_preset) if s in LONG
-                                    else s for s in presets.SYSTEMS])
+@pytest.mark.parametrize("system", presets.SYSTEMS)
 def test_the_small_preset_runs_end_to_end_on_the_tiny_dataset(system, tiny_data, tmp_path):
     """The small variant as `make presets` runs it, with TINY_STEPS of training, on the tiny
-    dataset's two classes and four subjects (two subject groups): every experiment of the preset
+    dataset's two classes and four subjects, split into training, validation and test
+    subjects (one fold, so that each network trains once): every experiment of the preset
     gets its metrics."""
     overrides = tmp_path / "tiny.yaml"
     overrides.write_text(yaml.safe_dump({
         "samples": str(tiny_data / "samples.tsv"), "classes": ["happiness", "surprise"],
-        "protocol": {"name": "losgo", "groups": 2}, **short_training(system)}))
+        "protocol": {"name": "split"}, **short_training(system)}))
     seconds = presets.run(system, tiny_data / "samples.tsv", tmp_path / "run", 2,
                           ["--configfile", *map(str, presets.preset_files(system)),
                            str(overrides)])

@@ -240,3 +240,39 @@ def test_a_repeated_protocol_trains_each_fold_on_its_own_repetition(tmp_path):
         tested = set(rows.loc[rows["fold"] == fold, "subject"])
         assert set(info["train_subjects"]) == set(rows["subject"]) - tested
         assert len(info["train_videos"]) + len(info["validation_videos"]) == 8
+
+
+@pytest.mark.parametrize("name, reference", [
+    ("adam", lambda p, c: torch.optim.Adam(p, lr=c["lr"], weight_decay=c["weight_decay"])),
+    ("sgd", lambda p, c: torch.optim.SGD(p, lr=c["lr"], momentum=c["momentum"],
+                                         weight_decay=c["weight_decay"])),
+    ("adadelta", lambda p, c: torch.optim.Adadelta(p, lr=c["lr"], rho=c["momentum"],
+                                                   weight_decay=c["weight_decay"])),
+])
+def test_optimizers_update_as_torch_optim_does(name, reference):
+    """vfer's optimizers (which spare every training job torch.optim's import of torch._dynamo)
+    give torch.optim's parameters, step by step, with the learning rate changed between steps
+    as a schedule does, and a parameter that gets its first gradient late."""
+    from vfer.nets.registry import OPTIMIZERS
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+            for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    c = {"lr": 0.05, "weight_decay": 0.01, "momentum": 0.9}
+    ours, theirs = OPTIMIZERS.build(name, nets[0].parameters(), c), reference(
+        nets[1].parameters(), c)
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    for step in range(6):
+        lr = c["lr"] * (1 - step / 6)
+        ours.lr = lr
+        for group in theirs.param_groups:
+            group["lr"] = lr
+        for net, opt in zip(nets, (ours, theirs)):
+            opt.zero_grad()
+            out = net(x) if step >= 2 else net[2](torch.randn(8, 4, generator=torch.Generator()
+                                                              .manual_seed(step)))
+            torch.nn.functional.cross_entropy(out, y).backward()
+            opt.step()
+        for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

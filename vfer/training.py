@@ -44,19 +44,125 @@ class LeakageError(RuntimeError):
 
 # --- registered optimizers, schedules, initialisations -----------------------------------
 
-def adam(params, cfg: dict) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+class Optimizer:
+    """Parameter updates written in torch's multi-tensor ops, the same updates as torch.optim's
+    (L2 weight decay added to the gradient; tests/test_training.py compares them step by step).
+    torch.optim's ``step`` imports torch._dynamo on its first call, which adds about 2 s to
+    every training job on a CPU core; vfer never compiles its training loop. ``lr`` is set by
+    the schedule before each step."""
+
+    def __init__(self, params, cfg: dict):
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.weight_decay = cfg["lr"], cfg["weight_decay"]
+        self.state: dict[int, dict] = {}
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update of the parameters that have a gradient (state starts at their first)."""
+        params = [p for p in self.params if p.grad is not None]
+        if not params:
+            return
+        grads = [p.grad for p in params]
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+        states = [self.state.setdefault(id(p), self.new_state(p)) for p in params]
+        self.update(params, grads, states)
+
+    def new_state(self, p: torch.Tensor) -> dict:
+        raise NotImplementedError
+
+    def update(self, params: list, grads: list, states: list[dict]) -> None:
+        raise NotImplementedError
 
 
-def sgd(params, cfg: dict) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"],
-                           weight_decay=cfg["weight_decay"])
+class Adam(Optimizer):
+    """Adam (Kingma and Ba) with betas (0.9, 0.999), eps 1e-8, bias-corrected per parameter."""
+
+    BETAS, EPS = (0.9, 0.999), 1e-8
+
+    def new_state(self, p: torch.Tensor) -> dict:
+        return {"step": 0, "m": torch.zeros_like(p), "v": torch.zeros_like(p)}
+
+    def update(self, params, grads, states) -> None:
+        b1, b2 = self.BETAS
+        m, v = [s["m"] for s in states], [s["v"] for s in states]
+        for s in states:
+            s["step"] += 1
+        torch._foreach_lerp_(m, grads, 1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, grads, grads, 1 - b2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, [math.sqrt(1 - b2 ** s["step"]) for s in states])
+        torch._foreach_add_(denom, self.EPS)
+        torch._foreach_addcdiv_(params, m, denom,
+                                [-self.lr / (1 - b1 ** s["step"]) for s in states])
 
 
-def adadelta(params, cfg: dict) -> torch.optim.Optimizer:
-    """Adadelta with rho = ``momentum`` (paper 001 calls it the attenuation coefficient)."""
-    return torch.optim.Adadelta(params, lr=cfg["lr"], rho=cfg["momentum"],
-                                weight_decay=cfg["weight_decay"])
+class SGD(Optimizer):
+    """Stochastic gradient descent with heavy-ball ``momentum`` (the buffer starts as the first
+    gradient, as torch.optim.SGD's)."""
+
+    def __init__(self, params, cfg: dict):
+        super().__init__(params, cfg)
+        self.momentum = cfg["momentum"]
+
+    def new_state(self, p: torch.Tensor) -> dict:
+        return {"buffer": None}
+
+    def update(self, params, grads, states) -> None:
+        if self.momentum:
+            for s, g in zip(states, grads):
+                if s["buffer"] is None:
+                    s["buffer"] = g.detach().clone()
+                else:
+                    s["buffer"].mul_(self.momentum).add_(g)
+            grads = [s["buffer"] for s in states]
+        torch._foreach_add_(params, grads, alpha=-self.lr)
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler) with rho = ``momentum`` (paper 001 calls it the attenuation
+    coefficient) and eps 1e-6."""
+
+    EPS = 1e-6
+
+    def __init__(self, params, cfg: dict):
+        super().__init__(params, cfg)
+        self.rho = cfg["momentum"]
+
+    def new_state(self, p: torch.Tensor) -> dict:
+        return {"square": torch.zeros_like(p), "delta": torch.zeros_like(p)}
+
+    def update(self, params, grads, states) -> None:
+        rho = self.rho
+        square, acc = [s["square"] for s in states], [s["delta"] for s in states]
+        torch._foreach_mul_(square, rho)
+        torch._foreach_addcmul_(square, grads, grads, 1 - rho)
+        std = torch._foreach_add(square, self.EPS)
+        torch._foreach_sqrt_(std)
+        delta = torch._foreach_add(acc, self.EPS)
+        torch._foreach_sqrt_(delta)
+        torch._foreach_div_(delta, std)
+        torch._foreach_mul_(delta, grads)
+        torch._foreach_mul_(acc, rho)
+        torch._foreach_addcmul_(acc, delta, delta, 1 - rho)
+        torch._foreach_add_(params, delta, alpha=-self.lr)
+
+
+def adam(params, cfg: dict) -> Optimizer:
+    return Adam(params, cfg)
+
+
+def sgd(params, cfg: dict) -> Optimizer:
+    return SGD(params, cfg)
+
+
+def adadelta(params, cfg: dict) -> Optimizer:
+    return Adadelta(params, cfg)
 
 
 def constant_schedule(cfg: dict):
@@ -401,7 +507,7 @@ def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg
     if device.type == "cuda":
         channels_last(network)
     opt = OPTIMIZERS.build(cfg["optimizer"], network.parameters(), cfg)
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, SCHEDULES.build(cfg["schedule"], cfg))
+    schedule = SCHEDULES.build(cfg["schedule"], cfg)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
     aug = cfg["augment"]
     every = cfg["eval_every"] or max(1, cfg["steps"] // 10)
@@ -415,10 +521,10 @@ def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg
                         aug["crop"])
             with autocast(device):
                 loss = loss_fn(network(normalise(x)), y)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
+            opt.lr = cfg["lr"] * schedule(step)
             opt.step()
-            schedule.step()
             losses.append(loss.detach())  # no host synchronisation inside the loop
             if (step + 1) % every and step + 1 != cfg["steps"]:
                 continue
