@@ -5,15 +5,16 @@ import pandas as pd
 from vfer import report
 
 
-def result(streams, accuracy, fusion="concat", weights="mean", select=False):
+def result(streams, accuracy, fusion="concat", weights="mean", select=False, kind="svc"):
     metric = {"mean": accuracy, "std": 0.01}
     return {"streams": streams, "folds": [{}] * 5,
-            "settings": {"fusion": fusion, "weights": weights, "select": select},
+            "settings": {"fusion": fusion, "weights": weights, "select": select, "kind": kind,
+                         "kernel": "linear"},
             "mean": {"accuracy": metric, "uar": metric, "macro_f1": metric}}
 
 
 RESULTS = {
-    "a": result(["a"], 0.90), "b": result(["b"], 0.95), "b_softmax": result(["b"], 0.97),
+    "a": result(["a"], 0.90), "b": result(["b"], 0.95), "b_softmax": result(["b"], 0.97, kind="softmax"),
     "c": result(["c"], 0.99),
     "ab": result(["a", "b"], 0.96, select=True),
     "ab_scores": result(["a", "b"], 0.95, fusion="scores", weights="stacking"),
@@ -33,6 +34,8 @@ def test_each_fusion_is_shown_beside_its_best_member():
     assert table.loc["c", "best_member"] == "" and not table.loc["c", "below_best_member"]
     assert table.loc["ab", "fusion"] == "concat (select)"
     assert table.loc["ab_scores", "fusion"] == "scores (stacking)"
+    assert table.loc["c", "fusion"] == "-" and table.loc["c", "classifier"] == "svc (linear)"
+    assert table.loc["b_softmax", "classifier"] == "softmax"
     above = report.summary_table({**RESULTS, "ab": result(["a", "b"], 0.98)})
     assert not above.set_index("experiment").loc["ab", "below_best_member"]
 
@@ -40,10 +43,12 @@ def test_each_fusion_is_shown_beside_its_best_member():
 def test_markdown_and_html_flag_the_fusions_below_their_best_member():
     table = report.summary_table(RESULTS)
     markdown = report.summary_markdown(table)
-    assert "| ab | a+b | concat (select) | 5 | 96.00 ± 1.00 |" in markdown
+    assert "| ab | a+b | concat (select) | svc (linear) | 5 | 96.00 ± 1.00 |" in markdown
     assert "| b_softmax 97.00 (-1.00, below) |" in markdown
     assert "Below their best member stream: ab, ab_scores, ax." in markdown
-    assert "| c | c | concat | 5 | 99.00 ± 1.00 | 99.00 ± 1.00 | 99.00 ± 1.00 |  |" in markdown
+    assert ("| c | c | - | svc (linear) | 5 | 99.00 ± 1.00 | 99.00 ± 1.00 | 99.00 ± 1.00 |  |"
+            in markdown)
+    assert "| b_softmax | b | - | softmax | 5 |" in markdown
     html = report.summary_html(table, b"png", "c", pd.DataFrame())
     assert html.count('<td class="vfer-below">') == 3
     assert '<td class="vfer-below">b_softmax 97.00 (-1.00, below)</td>' in html

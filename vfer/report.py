@@ -51,11 +51,20 @@ def fold_figure(folds: list[dict], title: str, path) -> None:
     plt.close(fig)
 
 
-def _fusion_label(settings: dict) -> str:
+def _fusion_label(settings: dict, streams: list[str]) -> str:
+    """How the streams are fused ('-' for a single stream)."""
     fusion = settings["fusion"]
+    if len(streams) == 1:
+        return "-"
     if fusion == "scores":
         return f"scores ({settings['weights']})"
     return f"{fusion} (select)" if settings.get("select") else fusion
+
+
+def _classifier_label(settings: dict) -> str:
+    """The classifier: 'svc (linear)', 'linear_svc', 'logistic' or the networks' 'softmax'."""
+    kind = settings["kind"]
+    return f"{kind} ({settings['kernel']})" if kind == "svc" else kind
 
 
 def _best_members(results: dict[str, dict]) -> dict[str, tuple[str, float]]:
@@ -80,7 +89,8 @@ def summary_table(results: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for name, r in results.items():
         row = {"experiment": name, "streams": "+".join(r["streams"]),
-               "fusion": _fusion_label(r["settings"]), "folds": len(r["folds"])}
+               "fusion": _fusion_label(r["settings"], r["streams"]),
+               "classifier": _classifier_label(r["settings"]), "folds": len(r["folds"])}
         for k in ("accuracy", "uar", "macro_f1"):
             row[f"{k}_mean"] = 100.0 * r["mean"][k]["mean"]
             row[f"{k}_std"] = 100.0 * r["mean"][k]["std"]
@@ -105,11 +115,11 @@ def summary_markdown(table: pd.DataFrame, failures: pd.DataFrame | None = None,
     """The summary as Markdown: mean +- std over folds in percent, each fusion's best member
     stream (flagged when the fusion is below it), then any failed videos."""
     lines = [f"# {title}", "",
-             "| experiment | streams | fusion | folds | accuracy (%) | UAR (%) | macro F1 (%) | "
-             "best member: accuracy (fusion - member) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| experiment | streams | fusion | classifier | folds | accuracy (%) | UAR (%) | "
+             "macro F1 (%) | best member: accuracy (fusion - member) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
-        lines.append(f"| {r.experiment} | {r.streams} | {r.fusion} | {r.folds} | "
+        lines.append(f"| {r.experiment} | {r.streams} | {r.fusion} | {r.classifier} | {r.folds} | "
                      f"{r.accuracy_mean:.2f} ± {r.accuracy_std:.2f} | {r.uar_mean:.2f} ± {r.uar_std:.2f} | "
                      f"{r.macro_f1_mean:.2f} ± {r.macro_f1_std:.2f} | {_versus(r)} |")
     below = table.loc[table["below_best_member"], "experiment"].tolist()
@@ -135,8 +145,9 @@ def summary_html(table: pd.DataFrame, confusion_png: bytes, confusion_of: str,
 
     rows = []
     for r in table.itertuples():
-        name = (f"<td><b>{html.escape(r.experiment)}</b><br><small>{html.escape(r.streams)}"
-                f" &middot; {html.escape(r.fusion)}</small></td>")
+        parts = [r.streams] + ([r.fusion] if r.fusion != "-" else []) + [r.classifier]
+        name = (f"<td><b>{html.escape(r.experiment)}</b><br><small>"
+                f"{' &middot; '.join(html.escape(p) for p in parts)}</small></td>")
         versus = cell(_versus(r), ' class="vfer-below"' if r.below_best_member else "")
         rows.append("<tr>" + name + "".join(cell(v) for v in (
             f"{r.accuracy_mean:.1f} ± {r.accuracy_std:.1f}", f"{r.uar_mean:.1f} ± {r.uar_std:.1f}",
@@ -160,7 +171,7 @@ def summary_html(table: pd.DataFrame, confusion_png: bytes, confusion_of: str,
 folds, in percent. A fusion is compared with its best member: the single-stream experiment of
 one of its streams with the highest accuracy.</p>
 {warning}
-<table id="vfer-summary-table"><tr><th>experiment (streams &middot; fusion)</th>
+<table id="vfer-summary-table"><tr><th>experiment (streams &middot; fusion &middot; classifier)</th>
 <th>accuracy</th><th>UAR</th><th>macro F1</th><th>best member (fusion &minus; member)</th></tr>
 {"".join(rows)}
 </table>
