@@ -85,11 +85,14 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 
 
 def detect_mesh(image_rgb: np.ndarray) -> np.ndarray:
-    """478 FaceMesh landmarks (pixels) of the single face in an RGB uint8 image."""
+    """478 FaceMesh landmarks (pixels) of the single face in an RGB uint8 image (MediaPipe's
+    native INFO and WARNING lines left out of the console)."""
     import mediapipe as mp
 
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                         refine_landmarks=True) as mesh:
+    from vfer.runtime import quiet_native_logs
+
+    with quiet_native_logs(), mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=1, refine_landmarks=True) as mesh:
         result = mesh.process(image_rgb)
     if not result.multi_face_landmarks:
         raise RuntimeError("FaceMesh found no face in the demo photo")

@@ -54,8 +54,19 @@ def run(system: str, samples: Path, workdir: Path, cores: int, extra: list[str] 
     return time.perf_counter() - start
 
 
+def _accuracy(workdir: Path, name: str | None) -> str:
+    """'mean ± std' (%) of an experiment's accuracy over its folds, or 'not run'."""
+    metrics = workdir / "results" / "experiments" / str(name) / "metrics.json"
+    if not name or not metrics.exists():
+        return "not run"
+    m = json.loads(metrics.read_text())["mean"]["accuracy"]
+    return f"{100 * m['mean']:.2f} ± {100 * m['std']:.2f}"
+
+
 def table(system: str, workdir: Path, seconds: float | None) -> str:
-    """Markdown: every row of the paper's tables beside vfer's experiment that reproduces it."""
+    """Markdown: every row of the paper's tables beside vfer's experiment that reproduces it,
+    then the preset's experiments that reproduce no printed row (e.g. an ablation the paper
+    describes without a number)."""
     config = yaml.safe_load(preset_files(system, small=False)[0].read_text())
     linked = {(r["table"], r["row"]): e["name"] for e in config["experiments"]
               for r in e.get("reported", [])}
@@ -71,14 +82,14 @@ def table(system: str, workdir: Path, seconds: float | None) -> str:
     for key in dict.fromkeys((r["table"], r["row"]) for r in rows):
         paper = {r["dataset"]: r["accuracy"] for r in rows if (r["table"], r["row"]) == key}
         name = linked.get(key)
-        vfer = "not run"
-        metrics = workdir / "results" / "experiments" / str(name) / "metrics.json"
-        if name and metrics.exists():
-            m = json.loads(metrics.read_text())["mean"]["accuracy"]
-            vfer = f"{100 * m['mean']:.2f} ± {100 * m['std']:.2f}"
         cells = [key[0], key[1], *[f"{paper[d]:.2f}" if d in paper else "" for d in datasets],
-                 name or "(none)", vfer]
+                 name or "(none)", _accuracy(workdir, name)]
         lines.append("| " + " | ".join(cells) + " |")
+    for e in config["experiments"]:
+        if e["name"] not in linked.values():
+            cells = ["-", "(no printed row)", *["not reported"] * len(datasets), e["name"],
+                     _accuracy(workdir, e["name"])]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
