@@ -583,6 +583,11 @@ def run(folds: pd.DataFrame, feature_files: dict[str, dict[int, str]], classes: 
     """
     if subject_independent and "split" not in folds:
         check_subject_independent(folds)
+    if settings.fusion == "scores" and settings.kind == "svc" and len(classes) > 2:
+        log.warning("score fusion calibrates each stream's class scores, and an SVC of more "
+                    "than two classes scores by one-vs-one votes: little of a stream's "
+                    "confidence reaches the fusion; linear_svc or logistic score each class "
+                    "continuously (docs/methods.md, score fusion)")
     class_index = {c: i for i, c in enumerate(classes)}
     present = None
     for per_stream in feature_files.values():
