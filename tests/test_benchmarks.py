@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from benchmarks.bench import markdown
+from benchmarks.bench_presets_gpu import preset_config
 from benchmarks.bench_workflow import busy_seconds
 from benchmarks.common import REPO, Row
+from vfer.config import load
 
 
 def test_busy_time_is_the_union_of_job_intervals():
@@ -53,7 +55,11 @@ def test_bench_presets_gpu_check_runs_one_preset_without_mediapipe(tmp_path):
     # each of the five networks once as it finished and once in the final table
     models = sorted({r.split(" | ")[1] for r in rows})
     assert models == ["conventional", "conventional_resnet", "enhanced", "proposed", "resnet"]
-    assert len(rows) == 10 and all(" | 2 of 2 (60 configured) | 8 | " in r for r in rows)
+    assert len(rows) == 10
+    plan = load(preset_config("enhanced_convlstm", small=True))
+    for r in rows:
+        train = plan.models[r.split(" | ")[1]]["train"]
+        assert f" | 2 of 2 ({train['steps']} configured) | {train['batch_size']} | " in r, r
     assert "**Weights were random**" in result.stdout
     assert "5 models trained and extracted on the CPU; nothing written" in result.stdout
     assert not out.exists()
