@@ -1,5 +1,7 @@
 """TV-L1 in torch (vfer.tvl1) against OpenCV's DualTVL1OpticalFlow with the same parameters."""
 
+import shutil
+
 import cv2
 import numpy as np
 import pytest
@@ -116,6 +118,42 @@ def test_a_batch_gives_each_pair_its_flow_alone(face):
         np.testing.assert_allclose(batch[k], tvl1.tvl1(prev[k:k + 1], nxt[k:k + 1],
                                                        device="cpu")[0], atol=1e-5)
 
+
+
+@pytest.fixture(scope="module")
+def alone(face):
+    """Six demo face pairs (a still start, the mouth opening) and each one's flow computed alone."""
+    prev, nxt = face[[0, 20, 24, 26, 28, 30]], face[[1, 21, 25, 27, 29, 31]]
+    return prev, nxt, np.concatenate([tvl1.tvl1(prev[k:k + 1], nxt[k:k + 1], device="cpu")
+                                      for k in range(len(prev))])
+
+
+@pytest.mark.parametrize("schedule", [(4, 0.75), (3, 0.5)])
+def test_pairs_that_stopped_keep_their_flow_in_a_masked_batch(alone, monkeypatch, schedule):
+    """The CUDA schedule (stopping tests every few iterations, stopped pairs masked until they
+    are a quarter of the working batch) gives each pair the flow it gets alone."""
+    monkeypatch.setitem(tvl1._SCHEDULE, "cpu", schedule)
+    prev, nxt, flows = alone
+    np.testing.assert_array_equal(tvl1.tvl1(prev, nxt, device="cpu"), flows)
+
+
+@pytest.mark.skipif(not shutil.which("g++"), reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_steps_give_the_flows_of_the_eager_steps(alone):
+    """The path CUDA takes by default (warp, median and iterations fused by torch.compile), run
+    on the CPU: the flows of the operation-by-operation path to float rounding."""
+    prev, nxt, flows = alone
+    ours = tvl1.tvl1(prev[:4], nxt[:4], device="cpu", compiled=True)
+    assert epe(ours, flows[:4]) < 1e-4
+
+
+def test_compiled_by_default_on_cuda_with_triton_only(monkeypatch):
+    from vfer import runtime
+
+    assert not runtime.compiles_by_default("cpu")
+    monkeypatch.setattr(runtime.importlib.util, "find_spec", lambda name: None)
+    assert not runtime.compiles_by_default(torch.device("cuda:0"))
+    monkeypatch.setattr(runtime.importlib.util, "find_spec", lambda name: name == "triton")
+    assert runtime.compiles_by_default(torch.device("cuda:0"))
 
 def test_tvl1_batch_takes_and_returns_tensors():
     prev, nxt, _ = known_motion("translation", 32)

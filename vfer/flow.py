@@ -3,9 +3,9 @@
 Methods: ``farneback`` and ``tvl1`` (OpenCV, one pair per call, pairs spread over threads),
 ``tvl1`` in torch (vfer.tvl1: OpenCV's DualTVL1 batched over pairs, for CUDA) and
 ``horn_schunck`` (ours: batched over pairs, coarse-to-fine with warping, in numpy or in torch;
-both run the same operations, and on CUDA the Jacobi iterations run fused, see
-``_jacobi_fused``). The torch backends take as many pairs per call as device memory holds,
-across the videos of a shard. Each distinct pair of a video is computed once; a pair of
+both run the same operations; on CUDA each Jacobi iteration runs fused by torch.compile). The
+torch backends take as many pairs per call as device memory holds, across the videos of a
+shard. Each distinct pair of a video is computed once; a pair of
 identical frame indices (padding) has zero flow without computing.
 
 The flow images that store them are encoded by vfer.store (flow_image, dequantise).
@@ -13,12 +13,15 @@ The flow images that store them are encoded by vfer.store (flow_image, dequantis
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
+
+from vfer.runtime import compiles_by_default
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 METHODS = ("farneback", "tvl1", "horn_schunck")
@@ -151,56 +154,40 @@ def _resize(ops, img, h, w):
     return _sample(ops, img, (xs + 0.5) * (w0 / w) - 0.5, (ys + 0.5) * (h0 / h) - 0.5)
 
 
-def _jacobi(ops, u, v, ix, iy, it, denom, iterations: int):
-    """``iterations`` Horn-Schunck updates of the flow (u, v), one array operation at a time."""
+def _jacobi_step(ops, u, v, ix, iy, it, denom):
+    """One Horn-Schunck update of the flow (u, v)."""
+    ub, vb = _neighbour_average(ops, u), _neighbour_average(ops, v)
+    step = (ix * ub + iy * vb + it) / denom
+    return ub - ix * step, vb - iy * step
+
+
+@functools.lru_cache
+def _compiled_jacobi_step():
+    """_jacobi_step on torch tensors fused by torch.compile into one pass over the arrays
+    (dynamic shapes: one compilation for every batch size and pyramid level)."""
+    import torch
+
+    return torch.compile(functools.partial(_jacobi_step, _TorchOps), dynamic=True)
+
+
+def _jacobi(ops, u, v, ix, iy, it, denom, iterations: int, compiled: bool = False):
+    """``iterations`` Horn-Schunck updates; ``compiled`` (torch tensors): each fused."""
+    step = _compiled_jacobi_step() if compiled else functools.partial(_jacobi_step, ops)
     for _ in range(iterations):
-        ub, vb = _neighbour_average(ops, u), _neighbour_average(ops, v)
-        step = (ix * ub + iy * vb + it) / denom
-        u, v = ub - ix * step, vb - iy * step
+        u, v = step(u, v, ix, iy, it, denom)
     return u, v
 
 
-def _jacobi_fused(u, v, ix, iy, it, denom, iterations: int):
-    """The same updates on torch tensors in four full-size kernels per iteration instead of ~40
-    (about 20 reads and writes of a flow-sized array instead of ~100), so that on CUDA the loop
-    is bound by memory bandwidth, not by kernel launches. The flow lives inside a (B, 2, H + 2,
-    W + 2) buffer whose 1-pixel border four thin copies refresh (replicated edges); one 2-channel
-    3 x 3 convolution gives both neighbour averages; three multiply-adds give the step (the
-    data terms divided by the denominator once per warp) and the update, written back inside
-    the buffer. Sums in another order than ``_jacobi`` (float32 rounding differences only); the
-    convolution runs in full float32 (no TF32)."""
-    import torch
-    import torch.nn.functional as F
-
-    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 0.0, 2.0], [1.0, 2.0, 1.0]],
-                          dtype=u.dtype, device=u.device).div_(12.0).repeat(2, 1, 1, 1)
-    b, h, w = u.shape
-    padded = u.new_empty(b, 2, h + 2, w + 2)
-    flow = padded[..., 1:-1, 1:-1]
-    flow[:, 0], flow[:, 1] = u, v
-    ixy = torch.stack([ix, iy], 1)
-    inv = denom.reciprocal()
-    ix_n, iy_n, it_n = (ix * inv)[:, None], (iy * inv)[:, None], (it * inv)[:, None]
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        for _ in range(iterations):
-            padded[..., 0, 1:-1], padded[..., -1, 1:-1] = flow[..., 0, :], flow[..., -1, :]
-            padded[..., 0], padded[..., -1] = padded[..., 1], padded[..., -2]
-            bar = F.conv2d(padded, kernel, groups=2)
-            step = torch.addcmul(it_n, ix_n, bar[:, :1]).addcmul_(iy_n, bar[:, 1:])
-            torch.addcmul(bar, ixy, step, value=-1.0, out=flow)
-    return flow[:, 0], flow[:, 1]
-
-
 def horn_schunck_batch(prev, nxt, ops, alpha: float = 0.03, iterations: int = 30, warps: int = 2,
-                       levels: int = 5, min_size: int = 16, fused: bool = False):
+                       levels: int = 5, min_size: int = 16, compiled: bool = False):
     """Horn-Schunck flow of image batches (B, H, W) with intensities in [0, 1].
 
     Coarse to fine over a binomial pyramid; at each level the second image is warped by the
     current flow ``warps`` times and the flow is refined by ``iterations`` Jacobi updates
     u <- u_bar - I_x (I_x u_bar + I_y v_bar + I_t) / (alpha^2 + I_x^2 + I_y^2), with
     u_bar the 3x3 weighted neighbour average and I_t linearised around the current flow.
-    With ``fused`` (torch tensors only) the updates run in ``_jacobi_fused``. Returns (u, v)
-    in pixels of the input.
+    With ``compiled`` (torch tensors only) each update runs fused by torch.compile. Returns
+    (u, v) in pixels of the input.
     """
     pyramid = [(prev, nxt)]
     while len(pyramid) < levels and min(pyramid[-1][0].shape[-2:]) // 2 >= min_size:
@@ -222,20 +209,17 @@ def horn_schunck_batch(prev, nxt, ops, alpha: float = 0.03, iterations: int = 30
             ix, iy = ops.correlate(mean, _DERIV, 2), ops.correlate(mean, _DERIV, 1)
             it = warped - a_s - ix * u - iy * v  # linearised around the current flow
             denom = alpha * alpha + ix * ix + iy * iy
-            if fused:
-                u, v = _jacobi_fused(u, v, ix, iy, it, denom, iterations)
-            else:
-                u, v = _jacobi(ops, u, v, ix, iy, it, denom, iterations)
+            u, v = _jacobi(ops, u, v, ix, iy, it, denom, iterations, compiled)
     return u, v
 
 
 def horn_schunck(prev: np.ndarray, nxt: np.ndarray, backend: str = "numpy", device=None,
-                 fused: bool | None = None, **params) -> np.ndarray:
+                 compiled: bool | None = None, **params) -> np.ndarray:
     """Horn-Schunck flow (B x H x W x 2 float32) of uint8 image batches (B x H x W).
 
-    ``backend`` numpy or torch (``device`` e.g. "cuda"); both compute in float32. ``fused``
-    (torch): the fused Jacobi iterations, by default on CUDA only (on the CPU the plain torch
-    path gives the numpy backend's flows to float32 summation order).
+    ``backend`` numpy or torch (``device`` e.g. "cuda"); both compute in float32 and give the
+    same flows to float32 summation order. ``compiled`` (torch): each Jacobi update fused by
+    torch.compile, by default where runtime.compiles_by_default (CUDA with Triton).
     """
     if backend == "numpy":
         a = prev.astype(np.float32) / 255.0
@@ -248,9 +232,9 @@ def horn_schunck(prev: np.ndarray, nxt: np.ndarray, backend: str = "numpy", devi
         with torch.no_grad():
             a = torch.from_numpy(prev).to(device or "cpu").float() / 255.0
             b = torch.from_numpy(nxt).to(device or "cpu").float() / 255.0
-            if fused is None:
-                fused = a.device.type == "cuda"
-            u, v = horn_schunck_batch(a, b, _TorchOps, fused=fused, **params)
+            if compiled is None:
+                compiled = compiles_by_default(a.device)
+            u, v = horn_schunck_batch(a, b, _TorchOps, compiled=compiled, **params)
             return torch.stack([u, v], dim=-1).cpu().numpy()
     raise ValueError(f"unknown Horn-Schunck backend {backend!r}")
 

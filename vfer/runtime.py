@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import logging
 import os
 import re
@@ -210,6 +211,14 @@ def select_device(name: str = "auto"):
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+def compiles_by_default(device) -> bool:
+    """Whether the flow solvers fuse their iterations with torch.compile by default on
+    ``device`` (a torch device or its name): on CUDA where Triton, torch.compile's GPU code
+    generator, is installed. On the CPU they run one torch operation at a time (compiling costs
+    ~20-60 s a process there, more than the flows of a test)."""
+    return str(device).startswith("cuda") and importlib.util.find_spec("triton") is not None
 
 
 def progress(items: Iterable, desc: str, total: int | None = None) -> Iterable:

@@ -16,9 +16,17 @@ filtering, written step for step after opencv_contrib's ``optflow/src/tvl1flow.c
   ``p = (p + tau/theta grad u) / (1 + tau/theta |grad u|)``; both loops of a warp stop once the
   sum of squared flow changes of an iteration is no more than ``epsilon^2 H W``.
 
-Batching: each pair keeps its own stopping test, as if computed alone: pairs that stop leave
-the working batch (their variables are written back) while the others go on. The test needs
-each iteration's errors on the host: one device sync per iteration on CUDA.
+Batching: each pair keeps its own stopping test, as if computed alone: a pair that stops keeps
+its values exactly (masked updates) while the others go on, and the stopped pairs leave the
+working batch (their variables are written back) once they are a quarter of it (on the CPU: at
+once). The test reads the pairs still iterating on the host, a device sync, every 4 iterations
+on CUDA (every iteration on the CPU).
+
+Fusion: on CUDA (where Triton is installed) the warp, the median filter and the iteration each
+run as one torch.compile'd function (dynamic shapes: one compilation for every batch size and
+pyramid level, ~20-60 s once per process, less from torch's on-disk cache): an iteration then
+reads and writes each variable once instead of ~30 separate operations' temporaries. Compiled
+and not, the operations and their order are the same.
 
 Deviations from OpenCV, at float rounding level: OpenCV builds with Intel IPP (the x86 wheels)
 resize float images in IPP, which rounds differently from OpenCV's own code reproduced here (so
@@ -40,6 +48,8 @@ import functools
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from vfer.runtime import compiles_by_default
 
 _FLT_EPSILON = float(np.finfo(np.float32).eps)
 _TAB = 32  # OpenCV's remap rounds coordinates to 1/INTER_TAB_SIZE pixel
@@ -131,21 +141,37 @@ def _median_network(n: int) -> list[tuple[int, int]]:
     return kept[::-1]
 
 
-def _median(u: torch.Tensor, k: int) -> torch.Tensor:
-    """k x k median filter of (B, C, H, W), replicated border (cv::medianBlur), by a sorting
-    network over the k * k shifted images (several times faster than torch.median on a CPU)."""
+def _median_where(u: torch.Tensor, k: int, network: list[tuple[int, int]],
+                  active: torch.Tensor) -> None:
+    """k x k median filter (replicated border, as cv::medianBlur), in place, of the flows u
+    (B, C, H, W) of the pairs still ``active`` (B,): the compare-exchanges ``network``
+    (_median_network(k * k)) over the k * k shifted images, several times faster than
+    torch.median on a CPU."""
     r, (h, w) = k // 2, u.shape[-2:]
     pad = F.pad(u, (r, r, r, r), mode="replicate")
     v = [pad[..., i:i + h, j:j + w] for i in range(k) for j in range(k)]
-    for i, j in _median_network(k * k):
+    for i, j in network:
         v[i], v[j] = torch.minimum(v[i], v[j]), torch.maximum(v[i], v[j])
-    return v[k * k // 2]
+    u.copy_(torch.where(active[:, None, None, None], v[k * k // 2], u))
 
 
-def _step(u, px, py, ixy, rho_c, grad, ux, uy, l_t, theta, taut) -> torch.Tensor:
+def _warp_terms(target: torch.Tensor, u: torch.Tensor, i0: torch.Tensor):
+    """The data term of one warp (OpenCV's remap and calcGradRho): the second image and its
+    gradient ``target`` (B, 3, H, W) warped by the flow u; returns the warped gradient
+    (B, 2, H, W), the constant part of the residual rho and |grad I|^2 clamped to FLT_EPSILON."""
+    warped = _remap_cubic(target, u)
+    ix, iy = warped[:, 1:2], warped[:, 2:]
+    grad = ix * ix + iy * iy
+    rho_c = warped[:, :1] - ix * u[:, :1] - iy * u[:, 1:] - i0
+    return warped[:, 1:].contiguous(), rho_c, grad.clamp(min=_FLT_EPSILON)
+
+
+def _step(u, px, py, ixy, rho_c, grad, active, ux, uy, l_t, theta, taut, stop) -> None:
     """One iteration, in place on the flow u and the dual variables px, py (OpenCV's estimateV,
-    estimateU, estimateDualVariables, same operations in the same order); ux, uy: buffers with
-    a zero last column / row. Returns each pair's sum of squared flow changes."""
+    estimateU, estimateDualVariables, same operations in the same order) of the pairs still
+    ``active`` (B,) bool, which stay so while their sum of squared flow changes exceeds ``stop``;
+    the other pairs keep their values exactly. ux, uy: buffers with a zero last column / row."""
+    live = active[:, None, None, None]
     # thresholding: v = u + clamp(-rho / |grad I|^2, -lambda theta, lambda theta) grad I
     rho = ixy[:, :1] * u[:, :1]
     rho += ixy[:, 1:] * u[:, 1:]
@@ -160,58 +186,83 @@ def _step(u, px, py, ixy, rho_c, grad, ux, uy, l_t, theta, taut) -> torch.Tensor
     div += div_y
     div[..., 1:, 0] = (px[..., 1:, 0] + py[..., 1:, 0]) - py[..., :-1, 0]  # OpenCV's order
     v += div.mul_(theta)
-    err = torch.sub(v, u, out=div).square_().sum((1, 2, 3))
-    u.copy_(v)
-    # dual update p = (p + tau/theta grad u) / (1 + tau/theta |grad u|); forward differences
-    torch.sub(u[..., 1:], u[..., :-1], out=ux[..., :-1])
-    torch.sub(u[..., 1:, :], u[..., :-1, :], out=uy[..., :-1, :])
+    err = (v - u).square_().sum((1, 2, 3))
+    u.copy_(torch.where(live, v, u))
+    # dual update p = (p + tau/theta grad u) / (1 + tau/theta |grad u|), forward differences;
+    # tau/theta is 0 for the pairs that stopped (p + 0) / 1 = p
+    taut = live * taut
+    ux[..., :-1] = u[..., 1:] - u[..., :-1]
+    uy[..., :-1, :] = u[..., 1:, :] - u[..., :-1, :]
     norm = torch.hypot(ux, uy).mul_(taut).add_(1)
     px.add_(ux.mul_(taut)).div_(norm)
     py.add_(uy.mul_(taut)).div_(norm)
-    return err
+    active.logical_and_(err > stop)
+
+
+#: Between stopping checks (each a host sync on CUDA), iterations; and the share of the working
+#: batch still iterating under which the stopped pairs leave it (a copy of the working batch).
+#: On the CPU a check costs nothing and a stopped pair costs its full compute until it leaves.
+_SCHEDULE = {"cpu": (1, 1.0), "cuda": (4, 0.75)}
+
+
+@functools.lru_cache
+def _kernels(compiled: bool) -> tuple:
+    """The warp, median and iteration functions; ``compiled``: each fused by torch.compile
+    (dynamic shapes: one compilation serves every batch size and pyramid level)."""
+    kernels = (_warp_terms, _median_where, _step)
+    if compiled:
+        kernels = tuple(torch.compile(k, dynamic=True) for k in kernels)
+    return kernels
 
 
 def _one_scale(i0, i1, u, tau, lambda_, theta, warps, epsilon, inner_iterations,
-               outer_iterations, median_filtering):
+               outer_iterations, median_filtering, compiled):
     """TV-L1 at one pyramid level (OpenCV's procOneScale). i0, i1: (B, 1, H, W); u: (B, 2, H, W)
     initial flow; returns the flow."""
     b, _, h, w = i0.shape
+    warp_terms, median, step = _kernels(compiled)
+    every, share = _SCHEDULE.get(u.device.type, _SCHEDULE["cuda"])
+    network = _median_network(median_filtering * median_filtering)
     stop = float(np.float32(epsilon * epsilon * h * w))
     l_t, taut = float(np.float32(lambda_ * theta)), float(np.float32(tau / theta))
     u, px, py = u.clone(), torch.zeros_like(u), torch.zeros_like(u)
     target = torch.cat([i1, _centered_gradient(i1)], 1)  # I1, I1x, I1y
     for _ in range(warps):
-        warped = _remap_cubic(target, u)
-        ix, iy = warped[:, 1:2], warped[:, 2:]
-        grad = ix * ix + iy * iy
-        rho_c = warped[:, :1] - ix * u[:, :1] - iy * u[:, 1:] - i0
-        # the pairs still iterating (idx) and their variables, written back when one stops
-        idx = torch.arange(b, device=u.device)
-        work = [u.clone(), px.clone(), py.clone(), warped[:, 1:], rho_c,
-                grad.clamp(min=_FLT_EPSILON), torch.zeros_like(u), torch.zeros_like(u)]
-        for _ in range(outer_iterations):
-            if not len(idx):
+        # the working batch: u, px, py and the data terms of the pairs in idx (at first all:
+        # u, px, py themselves), written back when pairs leave it and at the end of the warp
+        idx, work = None, [u, px, py, *warp_terms(target, u, i0)]
+        active = torch.ones(b, dtype=torch.bool, device=u.device)
+        buffers = [torch.zeros_like(u), torch.zeros_like(u)]
+        for it in range(outer_iterations * inner_iterations):
+            if it % inner_iterations == 0 and median_filtering > 1:
+                median(work[0], median_filtering, network, active)
+            step(*work, active, *buffers, l_t, theta, taut, stop)
+            if (it + 1) % every:
+                continue
+            left = int(active.sum())  # a host sync on CUDA
+            if not left:
                 break
-            if median_filtering > 1:
-                work[0].copy_(_median(work[0], median_filtering))
-            for _ in range(inner_iterations):
-                keep = _step(*work, l_t, theta, taut) > stop
-                if not keep.all():  # some pairs stop (a device sync on CUDA)
+            if left < share * len(active):
+                if idx is not None:
                     u[idx], px[idx], py[idx] = work[:3]
-                    idx, work = idx[keep], [t[keep] for t in work]
-                    if not len(idx):
-                        break
-        u[idx], px[idx], py[idx] = work[:3]
+                keep = active.nonzero()[:, 0]
+                idx = keep if idx is None else idx[keep]
+                work, active = [t[keep] for t in work], active[keep]
+                buffers = [torch.zeros_like(work[0]), torch.zeros_like(work[0])]
+        if idx is not None:
+            u[idx], px[idx], py[idx] = work[:3]
     return u
 
 
 def tvl1_batch(prev: torch.Tensor, nxt: torch.Tensor, tau: float = 0.25, lambda_: float = 0.15,
                theta: float = 0.3, nscales: int = 5, warps: int = 5, epsilon: float = 0.01,
                inner_iterations: int = 30, outer_iterations: int = 10, scale_step: float = 0.8,
-               median_filtering: int = 5) -> torch.Tensor:
+               median_filtering: int = 5, compiled: bool | None = None) -> torch.Tensor:
     """Flows from ``prev`` to ``nxt``, float32 tensors (B, H, W) in OpenCV's intensity scale
     (0..255), on their device; returns (B, 2, H, W) float32 in pixels (channel 0: x, 1: y),
-    so that prev(x, y) ~ nxt(x + u_x, y + u_y) like OpenCV's flow."""
+    so that prev(x, y) ~ nxt(x + u_x, y + u_y) like OpenCV's flow. ``compiled``: the warp,
+    median and iteration steps fused by torch.compile; by default on CUDA where Triton is
+    installed (runtime.compiles_by_default)."""
     if prev.ndim != 3 or prev.shape != nxt.shape:
         raise ValueError(f"expected two (B, H, W) tensors of one shape, got {tuple(prev.shape)} "
                          f"and {tuple(nxt.shape)}")
@@ -219,6 +270,8 @@ def tvl1_batch(prev: torch.Tensor, nxt: torch.Tensor, tau: float = 0.25, lambda_
     if nscales < 1 or not 0 < scale_step <= 1 or even_median:
         raise ValueError("expected nscales >= 1, 0 < scale_step <= 1 and an odd median_filtering "
                          "(<= 1: none)")
+    if compiled is None:
+        compiled = compiles_by_default(prev.device)
     pyramid = [torch.stack([prev, nxt], 1).float()]
     for _ in range(1, nscales):
         h, w = pyramid[-1].shape[-2:]
@@ -232,16 +285,16 @@ def tvl1_batch(prev: torch.Tensor, nxt: torch.Tensor, tau: float = 0.25, lambda_
         if s < len(pyramid) - 1:
             u = _resize(u, tuple(pyramid[s].shape[-2:])) * float(np.float32(1 / scale_step))
         u = _one_scale(pyramid[s][:, :1], pyramid[s][:, 1:], u, tau, lambda_, theta, warps,
-                       epsilon, inner_iterations, outer_iterations, median_filtering)
+                       epsilon, inner_iterations, outer_iterations, median_filtering, compiled)
     return u
 
 
 def tvl1(prev, nxt, tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warps=5, epsilon=0.01,
          inner_iterations=30, outer_iterations=10, scale_step=0.8, median_filtering=5,
-         device=None) -> np.ndarray:
+         device=None, compiled=None) -> np.ndarray:
     """prev, nxt: uint8 grayscale batches (B, H, W) (numpy); returns flows (B, H, W, 2) float32
     in pixels, as cv2.optflow.DualTVL1OpticalFlow would per pair. ``device``: a torch device,
-    by default CUDA when available, else the CPU."""
+    by default CUDA when available, else the CPU; ``compiled``: as in ``tvl1_batch``."""
     prev, nxt = np.asarray(prev), np.asarray(nxt)
     if prev.dtype != np.uint8 or nxt.dtype != np.uint8:
         raise TypeError(f"expected uint8 images, got {prev.dtype} and {nxt.dtype}")
@@ -251,5 +304,5 @@ def tvl1(prev, nxt, tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warps=5, epsil
     flow = tvl1_batch(to(prev), to(nxt), tau=tau, lambda_=lambda_, theta=theta, nscales=nscales,
                       warps=warps, epsilon=epsilon, inner_iterations=inner_iterations,
                       outer_iterations=outer_iterations, scale_step=scale_step,
-                      median_filtering=median_filtering)
+                      median_filtering=median_filtering, compiled=compiled)
     return flow.permute(0, 2, 3, 1).cpu().numpy()
