@@ -11,8 +11,9 @@ network's size), vfer's code path beside the bare model on tensors already on th
   device, features back on the host) against the network's forward passes in the same
   batches of 256 images on normalised tensors resident on the GPU (the same network object,
   channels-last as the stage sets it);
-- training step: ``training.fit`` (batches drawn from a cached SampleSet, augmentation, forward,
-  backward, optimizer and schedule steps; the loss is read back once, at the end) against
+- training step: ``training.fit`` (batches gathered from a stored SampleSet, which fit keeps
+  on the GPU, augmentation, forward, backward, optimizer and schedule steps; the loss is read
+  back once, at the end) against
   forward + backward + optimizer steps of the same network on resident tensors, batch 64;
 - Horn-Schunck and TV-L1 (torch) through ``flow.horn_schunck`` and ``tvl1.tvl1`` on uint8
   host images, transfers included, on smooth textures moved by small random affine motions;

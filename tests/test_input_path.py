@@ -134,6 +134,81 @@ def test_closing_prefetch_stops_drawing_batches():
     assert len(drawn) <= 4  # the one consumed, at most two ahead and one running
 
 
+class ArraySource:
+    """The InputSource interface over arrays: items (N, ...) per video, segments as item
+    indices (S x T, overlapping), zero levels (N, 2) or None."""
+
+    def __init__(self, items, index, zeros=None, vector=0):
+        self.items_, self.index_, self.zeros_, self.vector = items, index, zeros, vector
+
+    def videos(self):
+        return sorted(self.items_)
+
+    def index(self, video):
+        return self.index_[video]
+
+    def items(self, video, index):
+        return self.items_[video][np.asarray(index)]
+
+    def zero(self, video, index):
+        return None if self.zeros_ is None else self.zeros_[video][np.asarray(index)]
+
+
+def three_inputs(rng):
+    """Frames (T 4, 10 x 10 stored, 8 x 8 used), flow with zero levels (T 3), a vector (T 1)
+    of three videos with 2, 3 and 1 segments."""
+    segs = {"a": 2, "b": 3, "c": 1}
+    frames = {v: rng.integers(0, 256, (2 * s + 2, 10, 10, 3), dtype=np.uint8)
+              for v, s in segs.items()}
+    flow = {v: rng.integers(0, 256, (3 * s, 8, 8, 3), dtype=np.uint8) for v, s in segs.items()}
+    zeros = {v: rng.uniform(100, 150, (3 * s, 2)).astype(np.float32) for v, s in segs.items()}
+    vec = {v: rng.normal(size=(s, 5)).astype(np.float32) for v, s in segs.items()}
+    sources = {
+        "rgb": ArraySource(frames, {v: 2 * np.arange(s)[:, None] + np.arange(4)
+                                    for v, s in segs.items()}),  # stride 2: items shared
+        "flow": ArraySource(flow, {v: np.arange(3 * s).reshape(s, 3) for v, s in segs.items()},
+                            zeros),
+        "vec": ArraySource(vec, {v: np.arange(s)[:, None] for v, s in segs.items()}, vector=5)}
+    sizes = {"rgb": 8, "flow": 8, "vec": None}
+    return sources, sizes, sorted(segs), {"a": 0, "b": 1, "c": 0}
+
+
+@pytest.mark.parametrize("sample_steps", [None, 2])
+def test_stored_batches_are_the_batches_read_from_the_sources_on_host_or_device(sample_steps):
+    rng = np.random.default_rng(0)
+    sources, sizes, videos, labels = three_inputs(rng)
+    read = training.SampleSet(sources, sizes, videos, labels, cache_mb=0)
+    stored = training.SampleSet(sources, sizes, videos, labels, cache_mb=1)
+    placed = training.SampleSet(sources, sizes, videos, labels, cache_mb=1)
+    placed.place(CPU)
+    assert read.store_bytes() == 0 and stored.store_bytes() > 0
+    assert stored.aligned_steps() == 3
+    for _ in range(5):
+        idx = rng.integers(0, len(stored), 7)
+        steps = None if sample_steps is None else np.sort(np.stack(
+            [rng.choice(3, sample_steps, replace=False) for _ in idx]), axis=1)
+        want, want_zeros, want_y = read.batch(idx, steps)
+        assert want["rgb"].shape == (7, 4 if steps is None else 2, 8, 8, 3)
+        assert want["vec"].shape == (7, 1, 5) and want_zeros["rgb"] is None
+        for got, got_zeros, got_y in (stored.batch(idx, steps), placed.batch(idx, steps)):
+            for b in sources:
+                np.testing.assert_array_equal(np.asarray(got[b]), want[b])
+            np.testing.assert_array_equal(np.asarray(got_zeros["flow"]), want_zeros["flow"])
+            assert got_zeros["rgb"] is None and got_zeros["vec"] is None
+            np.testing.assert_array_equal(got_y, want_y)
+        assert isinstance(placed.batch(idx, steps)[0]["rgb"], torch.Tensor)
+
+
+def test_only_a_stored_set_is_placed_and_only_on_cuda():
+    sources, sizes, videos, labels = three_inputs(np.random.default_rng(0))
+    read = training.SampleSet(sources, sizes, videos, labels, cache_mb=0)
+    with pytest.raises(ValueError, match="cache_mb"):
+        read.place(CPU)
+    stored = training.SampleSet(sources, sizes, videos, labels, cache_mb=1)
+    assert not training.place_on_device(stored, CPU) and not training.place_on_device(None, CPU)
+    assert isinstance(stored.batch(np.arange(2))[0]["rgb"], np.ndarray)
+
+
 def test_training_batches_are_drawn_in_order_from_the_seeded_generator(tmp_path):
     model = plan({"s": {**SMALL, "finetune": "per_fold", "sample_steps": 2}}).models["s"]
     samples = sample_set(tmp_path, 6, 0, model)

@@ -220,8 +220,9 @@ class SampleSet:
     """(video, segment) samples of a network's branches with their labels.
 
     ``sources[branch]`` reads the branch's input; ``sizes[branch]`` is its image side (None
-    for vector inputs). Each video's items are read once, resized, and kept in memory when
-    the whole set fits in ``cache_mb``; otherwise each batch reads what it needs.
+    for vector inputs). When the whole set fits in ``cache_mb``, each video's items are read
+    once, resized and kept in one array per branch, and a batch is one gather from it (on the
+    device after ``place``); otherwise each batch reads what it needs.
     """
 
     def __init__(self, sources: Mapping[str, InputSource], sizes: Mapping[str, int | None],
@@ -236,9 +237,9 @@ class SampleSet:
         self.labels = np.array([labels[v] for v, _ in self.items], np.int64)
         self.steps = {b: next(iter(ix.values())).shape[1] if ix else 1
                       for b, ix in self.index.items()}
-        self._cache = None
+        self._store: dict | None = None
         if self.items and self._bytes(videos) <= cache_mb * 2 ** 20:
-            self._cache = {b: {v: self._load(b, v) for v in videos} for b in self.sources}
+            self._store = {b: self._load(b, videos) for b in self.sources}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -251,15 +252,44 @@ class SampleSet:
             total += per * sum(len(np.unique(ix[v])) for v in videos)
         return total
 
-    def _load(self, branch: str, video: str):
-        """(items, zero levels, item position of each segment step) of one video."""
-        index = self.index[branch][video]
-        unique, inverse = np.unique(index, return_inverse=True)
-        source = self.sources[branch]
-        items = source.items(video, unique)
-        if self.sizes[branch]:
-            items = resize(items, self.sizes[branch])
-        return items, source.zero(video, unique), inverse.reshape(index.shape)
+    def _load(self, branch: str, videos: list[str]):
+        """(items of every video, one after the other; their zero levels or None; the row of
+        each sample's time steps (samples x T)) of one branch, filled video by video."""
+        source, size = self.sources[branch], self.sizes[branch]
+        items = zeros = None
+        rows, start = [], 0
+        for v in videos:
+            index = self.index[branch][v]
+            unique, inverse = np.unique(index, return_inverse=True)
+            got, zero = source.items(v, unique), source.zero(v, unique)
+            if size:
+                got = resize(got, size)
+            if items is None:  # sized by the first video, as _bytes counts
+                n = sum(len(np.unique(self.index[branch][u])) for u in videos)
+                items = np.empty((n,) + got.shape[1:], got.dtype)
+                zeros = None if zero is None else np.empty((n,) + zero.shape[1:], zero.dtype)
+            items[start:start + len(got)] = got
+            if zeros is not None:
+                zeros[start:start + len(got)] = zero
+            rows.append(start + inverse.reshape(index.shape))
+            start += len(got)
+        return items, zeros, np.concatenate(rows)
+
+    def store_bytes(self) -> int:
+        """Bytes of the items and zero levels kept in memory (0 without a store)."""
+        if self._store is None:
+            return 0
+        return sum(a.nbytes for items, zeros, _ in self._store.values()
+                   for a in (items, zeros) if a is not None)
+
+    def place(self, device: torch.device) -> None:
+        """Keep the store on ``device``: batches are then gathered there, and nothing but
+        sample indices crosses from the host."""
+        if self._store is None:
+            raise ValueError("only a set that fits in cache_mb can be placed on a device")
+        self._store = {b: (_tensor(items).to(device),
+                           None if zeros is None else _tensor(zeros).to(device), rows)
+                       for b, (items, zeros, rows) in self._store.items()}
 
     def aligned_steps(self) -> int:
         """Time steps that every branch with more than one step has (L and L - 1 -> L - 1)."""
@@ -270,30 +300,36 @@ class SampleSet:
         """({branch: items (B, T, ...)}, {branch: zero levels (B, T, 2) or None}, labels (B,)).
 
         ``steps`` (B x k positions < aligned_steps()) picks the same time steps in every branch
-        with more than one step; None takes all."""
+        with more than one step; None takes all. Items and zero levels are host arrays, or
+        tensors on the device the store was placed on."""
         inputs, zeros = {}, {}
         for b in self.sources:
-            rows, zrows = [], []
-            for k, i in enumerate(idx):
-                v, s = self.items[i]
-                if self._cache is not None:
-                    items, zero, where = self._cache[b][v]
-                    pick = where[s]
-                else:
-                    items, zero, where = None, None, self.index[b][v][s]
-                    pick = where
-                if steps is not None and self.steps[b] > 1:
-                    pick = pick[steps[k]]
-                if items is None:
-                    got = self.sources[b].items(v, pick)
-                    rows.append(resize(got, self.sizes[b]) if self.sizes[b] else got)
-                    zrows.append(self.sources[b].zero(v, pick))
-                else:
-                    rows.append(items[pick])
-                    zrows.append(None if zero is None else zero[pick])
-            inputs[b] = np.stack(rows)
-            zeros[b] = None if zrows[0] is None else np.stack(zrows)
+            if self._store is None:
+                inputs[b], zeros[b] = self._read(b, idx, steps)
+                continue
+            items, zero, rows = self._store[b]
+            pick = rows[idx]
+            if steps is not None and self.steps[b] > 1:
+                pick = np.take_along_axis(pick, steps, axis=1)
+            if isinstance(items, torch.Tensor):
+                pick = upload(pick, items.device)
+            inputs[b] = items[pick]
+            zeros[b] = None if zero is None else zero[pick]
         return inputs, zeros, self.labels[idx]
+
+    def _read(self, branch: str, idx: np.ndarray, steps: np.ndarray | None):
+        """(items (B, T, ...), zero levels or None) of a batch, read from the source."""
+        source, size = self.sources[branch], self.sizes[branch]
+        rows, zrows = [], []
+        for k, i in enumerate(idx):
+            v, s = self.items[i]
+            pick = self.index[branch][v][s]
+            if steps is not None and self.steps[branch] > 1:
+                pick = pick[steps[k]]
+            got = source.items(v, pick)
+            rows.append(resize(got, size) if size else got)
+            zrows.append(source.zero(v, pick))
+        return np.stack(rows), None if zrows[0] is None else np.stack(zrows)
 
 
 def _tensor(x) -> torch.Tensor:
@@ -433,8 +469,9 @@ def _map(fn, tree):
 def prefetch(source: Iterator, device: torch.device, ahead: int = 2) -> Iterator:
     """The items of ``source`` (nested dicts and tuples of arrays and other values), made
     ``ahead`` items ahead in a background thread, with their arrays as tensors: on the CPU as
-    they are; on CUDA pinned and copied to the device on a side stream in that thread, the
-    consumer's stream waiting for each copy on the device (the host does not wait). The host
+    they are; on CUDA host arrays pinned and copied to the device, and the source's own device
+    work done, on a side stream in that thread, the consumer's stream waiting for each item on
+    the device (the host does not wait). The host
     runs at most ``ahead`` + 1 items ahead of the device, then waits for the oldest item's
     work, so that memory stays bounded."""
     cuda = device.type == "cuda"
@@ -442,12 +479,14 @@ def prefetch(source: Iterator, device: torch.device, ahead: int = 2) -> Iterator
     threads = torch.get_num_threads()  # OpenMP thread settings are per thread
 
     def produce():
-        item = next(source, _END)
-        if item is _END or not cuda:
+        if not cuda:
+            item = next(source, _END)
             return (item if item is _END else _map(_tensor, item)), None
-        pinned = _map(lambda a: _tensor(a).pin_memory(), item)
-        with torch.cuda.stream(stream):
-            moved = _map(lambda t: t.to(device, non_blocking=True), pinned)
+        with torch.cuda.stream(stream):  # the source's own device work (gathers) too
+            item = next(source, _END)
+            if item is _END:
+                return item, None
+            moved = _map(lambda a: upload(a, device), item)
             copied = torch.cuda.Event()
             copied.record(stream)
         return moved, copied
@@ -495,6 +534,24 @@ def _batches(samples: SampleSet, cfg: dict, rng: np.random.Generator,
     return prefetch(make(), device)
 
 
+#: Share of the free device memory that a sample set's store may take on the device.
+DEVICE_STORE_SHARE = 0.25
+
+
+def place_on_device(samples: SampleSet | None, device: torch.device) -> bool:
+    """Keep ``samples``' store on CUDA when it takes at most DEVICE_STORE_SHARE of the free
+    device memory (the rest is the network's); True if it is there."""
+    if samples is None or device.type != "cuda" or not samples.store_bytes():
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    if samples.store_bytes() > DEVICE_STORE_SHARE * free:
+        log.info("samples stay on the host: %.0f MB > %.0f%% of the device's %.0f MB free",
+                 samples.store_bytes() / 2 ** 20, 100 * DEVICE_STORE_SHARE, free / 2 ** 20)
+        return False
+    samples.place(device)
+    return True
+
+
 def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg: dict,
         seed: int, device: torch.device) -> dict:
     """Train with the configured optimizer and schedule on random mini-batches; with a
@@ -506,6 +563,8 @@ def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg
     network.to(device).train()
     if device.type == "cuda":
         channels_last(network)
+        for samples in (train_set, val_set):
+            place_on_device(samples, device)
     opt = OPTIMIZERS.build(cfg["optimizer"], network.parameters(), cfg)
     schedule = SCHEDULES.build(cfg["schedule"], cfg)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
