@@ -181,7 +181,8 @@ def test_stored_batches_are_the_batches_read_from_the_sources_on_host_or_device(
     stored = training.SampleSet(sources, sizes, videos, labels, cache_mb=1)
     placed = training.SampleSet(sources, sizes, videos, labels, cache_mb=1)
     placed.place(CPU)
-    assert read.store_bytes() == 0 and stored.store_bytes() > 0
+    assert read.store_bytes() == 0 and stored.store_bytes() == placed.store_bytes() > 0
+    assert stored.placed_on() is None and placed.placed_on() == CPU
     assert stored.aligned_steps() == 3
     for _ in range(5):
         idx = rng.integers(0, len(stored), 7)

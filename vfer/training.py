@@ -291,6 +291,13 @@ class SampleSet:
                            None if zeros is None else _tensor(zeros).to(device), rows)
                        for b, (items, zeros, rows) in self._store.items()}
 
+    def placed_on(self) -> torch.device | None:
+        """The device the store was placed on; None for host arrays or no store."""
+        if self._store is None:
+            return None
+        items = next(iter(self._store.values()))[0]
+        return items.device if isinstance(items, torch.Tensor) else None
+
     def aligned_steps(self) -> int:
         """Time steps that every branch with more than one step has (L and L - 1 -> L - 1)."""
         longer = [t for t in self.steps.values() if t > 1]
@@ -543,6 +550,8 @@ def place_on_device(samples: SampleSet | None, device: torch.device) -> bool:
     device memory (the rest is the network's); True if it is there."""
     if samples is None or device.type != "cuda" or not samples.store_bytes():
         return False
+    if samples.placed_on() is not None:
+        return samples.placed_on().type == "cuda"
     free, _ = torch.cuda.mem_get_info(device)
     if samples.store_bytes() > DEVICE_STORE_SHARE * free:
         log.info("samples stay on the host: %.0f MB > %.0f%% of the device's %.0f MB free",
