@@ -238,40 +238,43 @@ class SampleSet:
         self.steps = {b: next(iter(ix.values())).shape[1] if ix else 1
                       for b, ix in self.index.items()}
         self._store: dict | None = None
-        if self.items and self._bytes(videos) <= cache_mb * 2 ** 20:
-            self._store = {b: self._load(b, videos) for b in self.sources}
+        if not self.items:
+            return
+        unique = {b: {v: np.unique(ix[v], return_inverse=True) for v in videos}
+                  for b, ix in self.index.items()}
+        if self._bytes(unique) <= cache_mb * 2 ** 20:
+            self._store = {b: self._load(b, unique[b]) for b in self.sources}
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def _bytes(self, videos: list[str]) -> int:
+    def _bytes(self, unique: Mapping[str, Mapping[str, tuple]]) -> int:
+        """Bytes of the distinct items of every branch (``unique``: per branch and video,
+        np.unique of its index with the inverse)."""
         total = 0
-        for b, ix in self.index.items():
-            per = self.sizes[b] ** 2 * 3 if self.sizes[b] else \
-                self.sources[b].vector * 4
-            total += per * sum(len(np.unique(ix[v])) for v in videos)
+        for b, per_video in unique.items():
+            per = self.sizes[b] ** 2 * 3 if self.sizes[b] else self.sources[b].vector * 4
+            total += per * sum(len(u) for u, _ in per_video.values())
         return total
 
-    def _load(self, branch: str, videos: list[str]):
+    def _load(self, branch: str, unique: Mapping[str, tuple]):
         """(items of every video, one after the other; their zero levels or None; the row of
         each sample's time steps (samples x T)) of one branch, filled video by video."""
         source, size = self.sources[branch], self.sizes[branch]
+        n = sum(len(u) for u, _ in unique.values())
         items = zeros = None
         rows, start = [], 0
-        for v in videos:
-            index = self.index[branch][v]
-            unique, inverse = np.unique(index, return_inverse=True)
-            got, zero = source.items(v, unique), source.zero(v, unique)
+        for v, (distinct, inverse) in unique.items():
+            got, zero = source.items(v, distinct), source.zero(v, distinct)
             if size:
                 got = resize(got, size)
-            if items is None:  # sized by the first video, as _bytes counts
-                n = sum(len(np.unique(self.index[branch][u])) for u in videos)
+            if items is None:  # shaped by the first video's items
                 items = np.empty((n,) + got.shape[1:], got.dtype)
                 zeros = None if zero is None else np.empty((n,) + zero.shape[1:], zero.dtype)
             items[start:start + len(got)] = got
             if zeros is not None:
                 zeros[start:start + len(got)] = zero
-            rows.append(start + inverse.reshape(index.shape))
+            rows.append(start + inverse.reshape(self.index[branch][v].shape))
             start += len(got)
         return items, zeros, np.concatenate(rows)
 
@@ -550,12 +553,13 @@ def place_on_device(samples: SampleSet | None, device: torch.device) -> bool:
     device memory (the rest is the network's); True if it is there."""
     if samples is None or device.type != "cuda" or not samples.store_bytes():
         return False
-    if samples.placed_on() is not None:
-        return samples.placed_on().type == "cuda"
+    placed, size = samples.placed_on(), samples.store_bytes()
+    if placed is not None:
+        return placed.type == "cuda"
     free, _ = torch.cuda.mem_get_info(device)
-    if samples.store_bytes() > DEVICE_STORE_SHARE * free:
+    if size > DEVICE_STORE_SHARE * free:
         log.info("samples stay on the host: %.0f MB > %.0f%% of the device's %.0f MB free",
-                 samples.store_bytes() / 2 ** 20, 100 * DEVICE_STORE_SHARE, free / 2 ** 20)
+                 size / 2 ** 20, 100 * DEVICE_STORE_SHARE, free / 2 ** 20)
         return False
     samples.place(device)
     return True
