@@ -45,7 +45,8 @@ from benchmarks.common import REPO
 OUT = REPO / "benchmarks" / "GPU.md"
 REFERENCE = REPO / "benchmarks" / "opencv_reference.json"
 KNOWN_MOTIONS = ("translation", "rotation")
-#: How the torch flow solvers ran: compiled (the default on CUDA with Triton) or not.
+#: How the torch flow solvers ran: compiled (the default on CUDA where Triton can
+#: build, runtime.compiles_by_default) or not.
 HOW = {True: "fused by torch.compile", False: "one operation at a time"}
 #: (backbone, input side) of the networks of the targets.
 NETWORKS = [("alexnet", 227), ("vgg16", 224), ("resnet50", 224), ("small_cnn", 128)]

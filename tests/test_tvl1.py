@@ -146,14 +146,58 @@ def test_compiled_steps_give_the_flows_of_the_eager_steps(alone):
     assert epe(ours, flows[:4]) < 1e-4
 
 
-def test_compiled_by_default_on_cuda_with_triton_only(monkeypatch):
+@pytest.fixture
+def triton_check(monkeypatch):
+    """runtime.triton_can_build re-evaluated for each setting a test makes (it is cached)."""
     from vfer import runtime
 
+    runtime.triton_can_build.cache_clear()
+    yield runtime
+    runtime.triton_can_build.cache_clear()
+
+
+def test_compiled_by_default_on_cuda_with_triton_only(monkeypatch, triton_check):
+    runtime = triton_check
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(runtime.Path, "is_file", lambda self: True)
     assert not runtime.compiles_by_default("cpu")
     monkeypatch.setattr(runtime.importlib.util, "find_spec", lambda name: None)
     assert not runtime.compiles_by_default(torch.device("cuda:0"))
+    runtime.triton_can_build.cache_clear()
     monkeypatch.setattr(runtime.importlib.util, "find_spec", lambda name: name == "triton")
     assert runtime.compiles_by_default(torch.device("cuda:0"))
+
+
+@pytest.mark.parametrize("lacking", ["compiler", "headers"])
+def test_cuda_flows_stay_uncompiled_when_triton_cannot_build(monkeypatch, caplog, triton_check,
+                                                            lacking):
+    """Triton compiles its kernel launchers with a C compiler and Python's headers at the first
+    compiled call; without either, the flows run uncompiled and a warning names what is
+    missing, instead of the flow job failing."""
+    runtime = triton_check
+    monkeypatch.setattr(runtime.importlib.util, "find_spec", lambda name: name == "triton")
+    monkeypatch.delenv("CC", raising=False)
+    no_compiler = lacking == "compiler"
+    monkeypatch.setattr(runtime.shutil, "which",
+                        lambda name: None if no_compiler else f"/usr/bin/{name}")
+    monkeypatch.setattr(runtime.Path, "is_file", lambda self: no_compiler)
+    with caplog.at_level("WARNING", logger="vfer.runtime"):
+        assert not runtime.compiles_by_default(torch.device("cuda:0"))
+    assert ("C compiler" if no_compiler else "Python.h") in caplog.text
+
+
+def test_cc_names_the_compiler_triton_uses(monkeypatch, triton_check):
+    runtime = triton_check
+    monkeypatch.setattr(runtime.importlib.util, "find_spec", lambda name: name == "triton")
+    monkeypatch.setattr(runtime.Path, "is_file", lambda self: True)
+    monkeypatch.setattr(runtime.shutil, "which",
+                        lambda name: "/opt/cc/bin/icx" if name == "icx" else None)
+    monkeypatch.setenv("CC", "icx -O2")
+    assert runtime.compiles_by_default("cuda")
+    runtime.triton_can_build.cache_clear()
+    monkeypatch.setenv("CC", "missing-cc")
+    assert not runtime.compiles_by_default("cuda")
+
 
 def test_tvl1_batch_takes_and_returns_tensors():
     prev, nxt, _ = known_motion("translation", 32)

@@ -219,7 +219,7 @@ def horn_schunck(prev: np.ndarray, nxt: np.ndarray, backend: str = "numpy", devi
 
     ``backend`` numpy or torch (``device`` e.g. "cuda"); both compute in float32 and give the
     same flows to float32 summation order. ``compiled`` (torch): each Jacobi update fused by
-    torch.compile, by default where runtime.compiles_by_default (CUDA with Triton).
+    torch.compile, by default where runtime.compiles_by_default (CUDA, Triton able to build).
     """
     if backend == "numpy":
         a = prev.astype(np.float32) / 255.0

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
 import re
+import shutil
 import sys
+import sysconfig
 import threading
 import time
 import traceback
@@ -216,9 +219,31 @@ def select_device(name: str = "auto"):
 def compiles_by_default(device) -> bool:
     """Whether the flow solvers fuse their iterations with torch.compile by default on
     ``device`` (a torch device or its name): on CUDA where Triton, torch.compile's GPU code
-    generator, is installed. On the CPU they run one torch operation at a time (compiling costs
-    ~20-60 s a process there, more than the flows of a test)."""
-    return str(device).startswith("cuda") and importlib.util.find_spec("triton") is not None
+    generator, can build its kernel launchers (triton_can_build). On the CPU they run one
+    torch operation at a time (compiling costs ~20-60 s a process there, more than the flows
+    of a test)."""
+    return str(device).startswith("cuda") and triton_can_build()
+
+
+@functools.lru_cache
+def triton_can_build() -> bool:
+    """Triton is installed, with what it compiles its kernel launchers with at the first
+    compiled call: a C compiler (``CC``, else gcc or clang, as Triton looks) and Python's
+    headers. Without them that call fails, so the flows run uncompiled (same values, slower);
+    a warning says which is missing."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
+    header = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    missing = []
+    if not (cc and shutil.which(cc.split()[0])):
+        missing.append("a C compiler (CC, gcc or clang)")
+    if not header.is_file():
+        missing.append(f"Python's headers ({header})")
+    if missing:
+        log.warning("flows run uncompiled on CUDA (slower): Triton needs %s to build its "
+                    "kernel launchers", " and ".join(missing))
+    return not missing
 
 
 def progress(items: Iterable, desc: str, total: int | None = None) -> Iterable:

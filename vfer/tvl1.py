@@ -22,11 +22,12 @@ working batch (their variables are written back) once they are a quarter of it (
 once). The test reads the pairs still iterating on the host, a device sync, every 4 iterations
 on CUDA (every iteration on the CPU).
 
-Fusion: on CUDA (where Triton is installed) the warp, the median filter and the iteration each
-run as one torch.compile'd function (dynamic shapes: one compilation for every batch size and
-pyramid level, ~20-60 s once per process, less from torch's on-disk cache): an iteration then
-reads and writes each variable once instead of ~30 separate operations' temporaries. Compiled
-and not, the operations and their order are the same.
+Fusion: on CUDA (where Triton can build its kernels, runtime.triton_can_build) the warp, the
+median filter and the iteration each run as one torch.compile'd function (dynamic shapes: one
+compilation for every batch size and pyramid level, ~20-60 s once per process, less from
+torch's on-disk cache): an iteration then reads and writes each variable once instead of ~30
+separate operations' temporaries. Compiled and not, the operations and their order are the
+same.
 
 Deviations from OpenCV, at float rounding level: OpenCV builds with Intel IPP (the x86 wheels)
 resize float images in IPP, which rounds differently from OpenCV's own code reproduced here (so
@@ -261,8 +262,8 @@ def tvl1_batch(prev: torch.Tensor, nxt: torch.Tensor, tau: float = 0.25, lambda_
     """Flows from ``prev`` to ``nxt``, float32 tensors (B, H, W) in OpenCV's intensity scale
     (0..255), on their device; returns (B, 2, H, W) float32 in pixels (channel 0: x, 1: y),
     so that prev(x, y) ~ nxt(x + u_x, y + u_y) like OpenCV's flow. ``compiled``: the warp,
-    median and iteration steps fused by torch.compile; by default on CUDA where Triton is
-    installed (runtime.compiles_by_default)."""
+    median and iteration steps fused by torch.compile; by default on CUDA where Triton can
+    build its kernels (runtime.compiles_by_default)."""
     if prev.ndim != 3 or prev.shape != nxt.shape:
         raise ValueError(f"expected two (B, H, W) tensors of one shape, got {tuple(prev.shape)} "
                          f"and {tuple(nxt.shape)}")
