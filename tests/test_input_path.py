@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_training import CPU, plan, sample_set, two_class_clips, write_shard
+from tests.test_training import (CPU, plan, reference_inputs, sample_set, two_class_clips,
+                                 write_shard)
 from vfer import features, training
 from vfer.nets.network import Network
 from vfer.store import FeaturesFile
@@ -29,13 +30,12 @@ def images(shape, seed=0):
 
 
 def plain_outputs(network, inputs, per_batch):
-    """The plain path: per batch, to_device, normalise, forward."""
+    """The plain path: per batch, reference_inputs, forward."""
     feats, probs = [], []
     n = len(next(iter(inputs.values())))
     with torch.no_grad():
         for i in range(0, n, per_batch):
-            x = training.normalise(training.to_device(
-                {b: v[i:i + per_batch] for b, v in inputs.items()}, CPU))
+            x = reference_inputs({b: v[i:i + per_batch] for b, v in inputs.items()})
             f, logits = network.features_and_logits(x)
             feats.append(f)
             probs.append(torch.softmax(logits, dim=1))
@@ -45,7 +45,7 @@ def plain_outputs(network, inputs, per_batch):
 def test_network_inputs_normalise_in_one_pass_into_channels_last_memory():
     x = {"rgb": images((3, 2, 8, 8, 3)), "vec": np.random.default_rng(1).normal(
         size=(3, 2, 5)).astype(np.float32)}
-    plain = training.normalise(training.to_device(x, CPU))
+    plain = reference_inputs(x)
     fused = training.network_inputs(x, CPU)
     torch.testing.assert_close(fused["rgb"], plain["rgb"], rtol=0, atol=1e-6)
     assert torch.equal(fused["vec"], plain["vec"])
@@ -249,7 +249,7 @@ def test_validation_loss_is_the_mean_cross_entropy(tmp_path):
     network.eval()
     inputs, _, y = samples.batch(np.arange(len(samples)))
     with torch.no_grad():
-        logits = network(training.normalise(training.to_device(inputs, CPU)))
+        logits = network(reference_inputs(inputs))
     expected = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y)).item()
     assert training.evaluate_loss(network, samples, CPU, 3) == pytest.approx(expected, rel=1e-6)
 

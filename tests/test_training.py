@@ -17,6 +17,21 @@ from vfer.store import FacesFile, FeaturesFile, SegmentsFile
 CPU = torch.device("cpu")
 
 
+def reference_inputs(inputs):
+    """The network's inputs written plainly, apart from vfer.training.network_inputs: uint8
+    images (B, T, H, W, 3) -> (B, T, 3, H, W) float (x / 255 - MEAN) / STD; vectors as
+    they are."""
+    mean = torch.tensor(training.MEAN).view(1, 1, 3, 1, 1)
+    std = torch.tensor(training.STD).view(1, 1, 3, 1, 1)
+    out = {}
+    for b, x in inputs.items():
+        x = torch.as_tensor(x)
+        if x.dtype == torch.uint8:
+            x = (x.permute(0, 1, 4, 2, 3).contiguous().float() / 255.0 - mean) / std
+        out[b] = x
+    return out
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     threads = torch.get_num_threads()
@@ -89,7 +104,7 @@ def test_training_learns_a_separable_task_and_keeps_the_best_validation_model(tm
     assert training.evaluate_loss(network, val_set, CPU, 8) == pytest.approx(best_loss, rel=1e-5)
     inputs, _, y = val_set.batch(np.arange(len(val_set)))
     with torch.no_grad():
-        pred = network(training.normalise(training.to_device(inputs, CPU))).argmax(1).numpy()
+        pred = network(reference_inputs(inputs)).argmax(1).numpy()
     assert (pred == y).mean() >= 0.9
 
 
@@ -104,23 +119,98 @@ def test_early_stopping_stops_when_validation_stalls(tmp_path):
     assert len(history["loss"]) < 400
 
 
+def normalised(x):
+    """Images (B, T, 3, H, W) in [0, 1] -> the network's normalised values."""
+    mean = torch.tensor(training.MEAN).view(1, 1, 3, 1, 1)
+    return (x - mean) / torch.tensor(training.STD).view(1, 1, 3, 1, 1)
+
+
+def intensities(x):
+    """The inverse of ``normalised``."""
+    std = torch.tensor(training.STD).view(1, 1, 3, 1, 1)
+    return x * std + torch.tensor(training.MEAN).view(1, 1, 3, 1, 1)
+
+
 def test_one_flip_is_applied_to_every_branch_and_negates_x_flow_about_its_zero():
     x = torch.zeros(2, 3, 3, 4, 4)
     x[:, :, 0, :, 0] = 0.2  # x channel: leftmost column
-    inputs = {"rgb": x.clone(), "flow": x.clone(), "dyn": x[:, :1].clone()}
+    inputs = {"rgb": normalised(x), "flow": normalised(x), "dyn": normalised(x[:, :1])}
     zeros = {"rgb": None, "flow": np.full((2, 3, 2), 0.5, np.float32),
              "dyn": np.full((2, 1, 2), 0.25, np.float32)}
     gen = torch.Generator().manual_seed(0)
     while True:  # draw until the first sample is flipped and the second is not
         out = training.augment(inputs, zeros, gen, True, 0.0, 1.0)
-        if not torch.equal(out["rgb"][0], x[0]) and torch.equal(out["rgb"][1], x[1]):
+        if not torch.equal(out["rgb"][0], inputs["rgb"][0]) and \
+                torch.equal(out["rgb"][1], inputs["rgb"][1]):
             break
-    assert torch.allclose(out["rgb"][0, :, 0, :, 3], torch.full((3, 4), 0.2))  # mirrored only
-    assert torch.allclose(out["flow"][0, :, 0, :, 3], torch.full((3, 4), 0.8))  # 2 * 0.5 - 0.2
-    assert torch.allclose(out["flow"][0, :, 0, :, :3], torch.ones(3, 4, 3))  # zero flow -> 1.0
-    assert torch.allclose(out["dyn"][0, :, 0, :, 3], torch.full((1, 4), 0.3))  # 2 * 0.25 - 0.2
-    assert torch.equal(out["flow"][1], x[1]) and torch.equal(out["dyn"][1], x[1, :1])
-    assert torch.equal(out["flow"][0, :, 1:], x[0, :, 1:].flip(-1))  # y and magnitude: mirrored
+    out = {b: intensities(v) for b, v in out.items()}
+
+    def close(a, value):
+        torch.testing.assert_close(a, torch.full_like(a, value), rtol=0, atol=1e-6)
+
+    close(out["rgb"][0, :, 0, :, 3], 0.2)  # mirrored only
+    close(out["flow"][0, :, 0, :, 3], 0.8)  # 2 * 0.5 - 0.2
+    close(out["flow"][0, :, 0, :, :3], 1.0)  # zero flow -> 1.0
+    close(out["dyn"][0, :, 0, :, 3], 0.3)  # 2 * 0.25 - 0.2
+    torch.testing.assert_close(out["flow"][1], x[1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out["flow"][0, :, 1:], x[0, :, 1:].flip(-1), rtol=0, atol=1e-6)
+
+
+def reference_augment(x, zeros, seed, rotate, crop):
+    """vfer's augmentation written plainly on images in [0, 1] with vfer's draws: mirror the
+    flipped samples, rotate and crop with torch's affine_grid, then x -> 2z - x of the
+    flipped samples' x flow (``zeros``: (B, T, 2) or None)."""
+    n, t, c, h, w = x.shape
+    u = torch.rand(n, 5, generator=torch.Generator().manual_seed(seed))
+    flipped = u[:, 0] < 0.5
+    angle, scale = torch.deg2rad((u[:, 1] * 2 - 1) * rotate), crop + (1 - crop) * u[:, 2]
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = scale * torch.cos(angle), -scale * torch.sin(angle)
+    theta[:, 1, 0], theta[:, 1, 1] = scale * torch.sin(angle), scale * torch.cos(angle)
+    theta[:, 0, 2] = (u[:, 3] * 2 - 1) * (1 - scale)
+    theta[:, 1, 2] = (u[:, 4] * 2 - 1) * (1 - scale)
+    x = torch.where(flipped.view(n, 1, 1, 1, 1), x.flip(-1), x)
+    grid = torch.nn.functional.affine_grid(theta, [n, t * c, h, w], align_corners=False)
+    x = torch.nn.functional.grid_sample(x.reshape(n, t * c, h, w), grid, padding_mode="border",
+                                        align_corners=False).reshape(n, t, c, h, w)
+    if zeros is not None:
+        z = torch.from_numpy(zeros)[..., 0, None, None]
+        x[:, :, 0] = torch.where(flipped.view(n, 1, 1, 1), 2 * z - x[:, :, 0], x[:, :, 0])
+    return x, flipped
+
+
+def test_rotation_crop_and_flip_are_one_resampling_equal_to_the_plain_steps():
+    """The flip folded into the rotation and crop's affine map, on normalised values, gives
+    what mirroring, then torch's affine_grid resampling, then negating the x flow give on
+    intensities; every branch and time step gets its sample's transform."""
+    rng = np.random.default_rng(0)
+    rgb = torch.from_numpy(rng.random((6, 3, 3, 10, 12), dtype=np.float32))
+    flow = torch.from_numpy(rng.random((6, 2, 3, 10, 12), dtype=np.float32))
+    zeros = rng.uniform(0.4, 0.6, (6, 2, 2)).astype(np.float32)
+    out = training.augment({"rgb": normalised(rgb), "flow": normalised(flow)},
+                           {"rgb": None, "flow": zeros}, torch.Generator().manual_seed(5),
+                           True, 10.0, 0.8)
+    expected_rgb, flipped = reference_augment(rgb, None, 5, 10.0, 0.8)
+    expected_flow, _ = reference_augment(flow, zeros, 5, 10.0, 0.8)
+    assert 0 < flipped.sum() < len(flipped)
+    torch.testing.assert_close(intensities(out["rgb"]), expected_rgb, rtol=0, atol=1e-5)
+    torch.testing.assert_close(intensities(out["flow"]), expected_flow, rtol=0, atol=1e-5)
+    assert out["rgb"].flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_channels_last_keeps_large_kernels_channels_first_and_the_values():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5, padding=2),
+                              torch.nn.Conv2d(4, 2, training.CHANNELS_FIRST_KERNEL, padding="same"))
+    seen = []
+    net[1].register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    x = torch.rand(2, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    before = net(x)
+    for _ in range(2):  # a second call changes nothing
+        training.channels_last(net)
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert net[1].weight.is_contiguous() and len(net[1]._forward_pre_hooks) == 1
+    torch.testing.assert_close(net(x), before, rtol=1e-5, atol=1e-5)
+    assert seen[-1].is_contiguous()  # the large kernel's input made channels-first
 
 
 def test_stream_features_are_the_segment_mean_of_the_backbone_tap(tmp_path):
@@ -139,7 +229,7 @@ def test_stream_features_are_the_segment_mean_of_the_backbone_tap(tmp_path):
             got = a.features(vid)
             assert got.shape == (2, 64)
             np.testing.assert_array_equal(got, b.features(vid))
-            x = training.normalise(training.to_device({"s": frames[None]}, CPU))["s"][0]
+            x = reference_inputs({"s": frames[None]})["s"][0]
             with torch.no_grad():
                 taps = backbone.tap(x, ["fc"])[0].numpy()
             np.testing.assert_allclose(got, taps.reshape(2, 4, -1).mean(1), rtol=1e-4,
@@ -217,7 +307,7 @@ def test_label_smoothing_keeps_the_training_loss_above_the_targets_entropy(tmp_p
         losses[smoothing] = np.array(history["loss"])
         inputs, _, y = train_set.batch(np.arange(len(train_set)))
         with torch.no_grad():
-            p = network(training.normalise(training.to_device(inputs, CPU))).softmax(1).numpy()
+            p = network(reference_inputs(inputs)).softmax(1).numpy()
         assert (p.argmax(1) == y).mean() >= 0.9  # both learn the task
     assert losses[e].min() >= floor - 1e-4
     assert losses[0.0][-10:].mean() < floor - 0.2  # plain cross-entropy goes far below it

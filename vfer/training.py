@@ -355,20 +355,6 @@ def upload(x, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def to_device(inputs: Mapping[str, np.ndarray | torch.Tensor],
-              device: torch.device) -> dict[str, torch.Tensor]:
-    """Items as float tensors on ``device``: images (B, T, 3, H, W) in [0, 1] (transferred as
-    uint8; their memory is channels-last, as the items are stored), vectors (B, T, D). Items
-    may be host arrays or tensors already on the device (prefetch)."""
-    out = {}
-    for b, x in inputs.items():
-        t = upload(x, device)
-        if t.dtype == torch.uint8:
-            t = t.permute(0, 1, 4, 2, 3).float().div_(255.0)
-        out[b] = t.float()
-    return out
-
-
 @functools.lru_cache
 def _statistics(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     """MEAN and STD as (1, 1, 3, 1, 1) tensors on the device, and the scale and shift that take
@@ -380,21 +366,12 @@ def _statistics(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor,
                  for v in values)
 
 
-def normalise(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """ImageNet normalisation of image inputs (B, T, 3, H, W); vectors unchanged."""
-    out = {}
-    for b, x in inputs.items():
-        if x.ndim == 5:
-            mean, std = _statistics(x.device, x.dtype)[:2]
-            x = (x - mean) / std
-        out[b] = x
-    return out
-
-
 def network_inputs(inputs: Mapping[str, np.ndarray | torch.Tensor],
                    device: torch.device) -> dict[str, torch.Tensor]:
-    """normalise(to_device(inputs)) in one pass over each image batch (uint8 -> normalised
-    float, channels-last memory); equal to it to float32 rounding."""
+    """A batch's items as float tensors on ``device``: uint8 images (B, T, H, W, 3), moved
+    as uint8, normalised in one pass to (x / 255 - MEAN) / STD and shaped (B, T, 3, H, W)
+    with channels-last memory; vectors (B, T, D) as they are. Items may be host arrays or
+    tensors already on the device (prefetch)."""
     out = {}
     for b, x in inputs.items():
         t = upload(x, device)
@@ -405,54 +382,91 @@ def network_inputs(inputs: Mapping[str, np.ndarray | torch.Tensor],
     return out
 
 
+#: Kernel side from which a 2-D convolution runs channels-first: on the CPU (torch 2.13's
+#: oneDNN) channels-last convolutions with kernels of 31 and more run 9-20x slower than
+#: channels-first ones (MFFCNN's 33 and 35 px kernels), smaller ones as fast or faster
+#: (benchmarks/NOTES.md, "Memory formats").
+CHANNELS_FIRST_KERNEL = 31
+
+
+def _channels_first_input(module: nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(),) + args[1:]
+
+
 def channels_last(network: nn.Module) -> nn.Module:
-    """The network with its 2-D convolution weights in channels-last memory (cuDNN's fast
-    layout for bfloat16; images arrive channels-last). Values are unchanged."""
+    """The network's 2-D convolutions in their fast memory format: weights channels-last
+    (cuDNN's fast layout for bfloat16, oneDNN's on the CPU; images arrive channels-last), but
+    for kernels of CHANNELS_FIRST_KERNEL and more, which keep channels-first weights and get
+    their input made channels-first by a forward pre-hook. Values are unchanged (up to the
+    summation order of the convolution); a second call changes nothing."""
     for m in network.modules():
-        if isinstance(m, nn.Conv2d):
+        if not isinstance(m, nn.Conv2d):
+            continue
+        if max(m.kernel_size) < CHANNELS_FIRST_KERNEL:
             m.to(memory_format=torch.channels_last)
+        elif _channels_first_input not in m._forward_pre_hooks.values():
+            m.register_forward_pre_hook(_channels_first_input)
     return network
+
+
+def _flip_and_affine(n: int, generator: torch.Generator, flip: bool, rotate: float,
+                     crop: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, whether it is flipped (n,) and the affine map (n, 2, 3) from output to
+    input coordinates in [-1, 1] (torch's affine_grid convention) of its rotation and crop,
+    with the flip folded in (x -> -x); drawn on the host from ``generator``."""
+    u = torch.rand(n, 5, generator=generator)
+    flipped = (u[:, 0] < 0.5) if flip else torch.zeros(n, dtype=torch.bool)
+    angle = torch.deg2rad((u[:, 1] * 2 - 1) * rotate)
+    scale = crop + (1 - crop) * u[:, 2]
+    sign = 1 - 2 * flipped.to(scale.dtype)
+    cos, sin = scale * torch.cos(angle), scale * torch.sin(angle)
+    shift_x, shift_y = (u[:, 3] * 2 - 1) * (1 - scale), (u[:, 4] * 2 - 1) * (1 - scale)
+    theta = torch.stack([torch.stack([sign * cos, -sign * sin, sign * shift_x], 1),
+                         torch.stack([sin, cos, shift_y], 1)], 1)
+    return flipped, theta
+
+
+def _resample(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Images (B, T, C, H, W) resampled bilinearly (border padding) at theta's affine map of
+    the output pixel centres, the same map for every time step; channels-last memory out."""
+    b, t, c, h, w = x.shape
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1
+    ys = (torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1
+    th = theta[:, :, :, None, None]  # (B, 2, 3, 1, 1)
+    grid = (th[:, :, 0] * xs + th[:, :, 1] * ys[:, None] + th[:, :, 2]).permute(0, 2, 3, 1)
+    out = nn.functional.grid_sample(x.reshape(b, t * c, h, w), grid, padding_mode="border",
+                                    align_corners=False)
+    return out.view(b, t, c, h, w).permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
 
 
 def augment(inputs: dict[str, torch.Tensor], zeros: Mapping[str, np.ndarray | torch.Tensor | None],
             generator: torch.Generator, flip: bool, rotate: float, crop: float) -> dict:
     """One random horizontal flip, rotation (up to ``rotate`` degrees) and crop (``crop``..1
-    of the side) per sample, the same for every image branch and time step. A flip negates the
-    x flow of flow inputs about its zero level z: x -> 2z - x. Flow vectors are not rotated:
-    a few degrees change them by a few percent. Vector inputs are left as they are. The draws
-    come from ``generator`` on the host; nothing waits for the device."""
-    first = next(iter(inputs.values()))
-    n = first.shape[0]
-    u = torch.rand(n, 5, generator=generator)
-    flipped = (u[:, 0] < 0.5) if flip else torch.zeros(n, dtype=torch.bool)
-    angle = torch.deg2rad((u[:, 1] * 2 - 1) * rotate)
-    scale = crop + (1 - crop) * u[:, 2]
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 1] = scale * torch.cos(angle), -scale * torch.sin(angle)
-    theta[:, 1, 0], theta[:, 1, 1] = scale * torch.sin(angle), scale * torch.cos(angle)
-    theta[:, 0, 2] = (u[:, 3] * 2 - 1) * (1 - scale)
-    theta[:, 1, 2] = (u[:, 4] * 2 - 1) * (1 - scale)
+    of the side) per sample, the same for every image branch and time step, of normalised
+    inputs (network_inputs). With a rotation or crop, the flip is part of one bilinear
+    resampling; without, a mirror. A flip negates the x flow of flow inputs about its zero
+    level z (``zeros``: (B, T, 2) in [0, 1], as SampleSet gives them): x -> 2z - x in
+    intensities, the same in normalised values. Flow vectors are not rotated: a few degrees
+    change them by a few percent. Vector inputs are left as they are. The draws come from
+    ``generator`` on the host; nothing waits for the device."""
+    n = next(iter(inputs.values())).shape[0]
+    flipped, theta = _flip_and_affine(n, generator, flip, rotate, crop)
+    resample, any_flip = rotate > 0 or crop < 1, bool(flipped.any())
     out, on_device = {}, {}
     for b, x in inputs.items():
-        if x.ndim != 5:
+        if x.ndim != 5 or not (resample or any_flip):
             out[b] = x
             continue
-        if flipped.any():
-            if x.device not in on_device:
-                on_device[x.device] = upload(flipped, x.device).view(n, 1, 1, 1, 1)
-            f = on_device[x.device]
-            x = torch.where(f, x.flip(-1), x)
-            if zeros.get(b) is not None:
-                z = upload(zeros[b], x.device)[..., 0].to(x.dtype)[..., None, None]  # (B, T, 1, 1)
-                x[:, :, 0] = torch.where(f[:, :, 0], 2 * z - x[:, :, 0], x[:, :, 0])
-        if rotate > 0 or crop < 1:
-            bsz, t, c, h, w = x.shape
-            flat = x.reshape(bsz, t * c, h, w)
-            grid = nn.functional.affine_grid(upload(theta, x.device).to(x.dtype),
-                                             [bsz, t * c, h, w], align_corners=False)
-            flat = nn.functional.grid_sample(flat, grid, padding_mode="border",
-                                             align_corners=False)
-            x = flat.reshape(bsz, t, c, h, w)
+        if x.device not in on_device:  # one host-to-device copy per device and batch
+            both = upload(torch.cat([theta.flatten(1), flipped[:, None].to(theta.dtype)], 1),
+                          x.device)
+            on_device[x.device] = both[:, :6].view(n, 2, 3), both[:, 6].view(n, 1, 1, 1) > 0.5
+        th, f = on_device[x.device]
+        x = _resample(x, th.to(x.dtype)) if resample else torch.where(f[:, None], x.flip(-1), x)
+        if any_flip and zeros.get(b) is not None:
+            mean, std = (s[0, 0, 0] for s in _statistics(x.device, x.dtype)[:2])
+            z = (upload(zeros[b], x.device)[..., 0].to(x.dtype) - mean) / std  # (B, T)
+            x[:, :, 0] = torch.where(f, 2 * z[..., None, None] - x[:, :, 0], x[:, :, 0])
         out[b] = x
     return out
 
@@ -573,11 +587,9 @@ def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg
     from vfer.nets.registry import OPTIMIZERS, SCHEDULES
 
     gen = torch.Generator().manual_seed(seed)
-    network.to(device).train()
-    if device.type == "cuda":
-        channels_last(network)
-        for samples in (train_set, val_set):
-            place_on_device(samples, device)
+    channels_last(network.to(device).train())
+    for samples in (train_set, val_set):
+        place_on_device(samples, device)
     opt = OPTIMIZERS.build(cfg["optimizer"], network.parameters(), cfg)
     schedule = SCHEDULES.build(cfg["schedule"], cfg)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
@@ -589,10 +601,10 @@ def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg
     try:
         for step in range(cfg["steps"]):
             inputs, zeros, y = next(batches)
-            x = augment(to_device(inputs, device), zeros, gen, aug["flip"], aug["rotate"],
+            x = augment(network_inputs(inputs, device), zeros, gen, aug["flip"], aug["rotate"],
                         aug["crop"])
             with autocast(device):
-                loss = loss_fn(network(normalise(x)), y)
+                loss = loss_fn(network(x), y)
             opt.zero_grad()
             loss.backward()
             opt.lr = cfg["lr"] * schedule(step)
@@ -638,7 +650,7 @@ def evaluate_loss(network: nn.Module, samples: SampleSet, device: torch.device,
               for i in range(0, len(samples), batch))
     for inputs, y in prefetch(chunks, device):
         with autocast(device):
-            logits = network(normalise(to_device(inputs, device)))
+            logits = network(network_inputs(inputs, device))
         total += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
         n += len(y)
     return total.item() / max(n, 1)
