@@ -11,15 +11,15 @@ figures are that checkout's: the way NOTES.md compares two commits.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
 from benchmarks.bench_gpu import MemorySource
 from benchmarks.bench_presets_gpu import preset_config
+from benchmarks.common import best_of, demo_config, demo_plan, timed
 from vfer import training
-from vfer.config import load, read_yaml
+from vfer.config import load
 from vfer.runtime import set_threads
 
 #: (system, model): "demo" is config/config.yaml, the others the small presets.
@@ -29,18 +29,6 @@ MODELS = [("demo", "spatial"), ("demo", "rgb_flow_lstm"), ("stc_nlstm", "stc_nls
 #: (in channels, out channels, side, batch) of the convolutions in the kernel table.
 CONVS = [(3, 8, 64, 16), (8, 16, 32, 16)]
 KERNELS = (3, 5, 11, 17, 25, 29, 31, 35)
-
-
-def best(fn, repeat: int = 3, calls: int = 3) -> float:
-    """Seconds per call: the best of ``repeat`` rounds of ``calls`` calls, after one call."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - start) / calls)
-    return min(times)
 
 
 def kernel_table() -> list[str]:
@@ -55,7 +43,9 @@ def kernel_table() -> list[str]:
                 conv = torch.nn.Conv2d(cin, cout, k, padding="same").to(memory_format=fmt)
                 x = torch.rand(batch, cin, side, side).contiguous(memory_format=fmt)
                 x.requires_grad_()
-                times.append(best(lambda: conv(x).sum().backward()))
+                step = lambda: conv(x).sum().backward()  # noqa: E731
+                step()  # warm-up
+                times.append(best_of(3, lambda: [step() for _ in range(3)]))
             ratios.append(f"{times[1] / times[0]:.2f}")
         lines.append(f"| {cin} -> {cout} maps, {side} px, batch {batch} | "
                      + " | ".join(ratios) + " |")
@@ -63,7 +53,9 @@ def kernel_table() -> list[str]:
 
 
 def model_of(system: str, name: str) -> tuple[dict, list[str]]:
-    config = read_yaml("config/config.yaml") if system == "demo" else preset_config(system, True)
+    if system == "demo":
+        return demo_plan().models[name], demo_config()["classes"]
+    config = preset_config(system, True)
     return load(config).models[name], config["classes"]
 
 
@@ -93,9 +85,8 @@ def fit_table() -> list[str]:
             training.fit(network, data, None, {**cfg, "steps": steps, "eval_every": steps}, 0,
                          torch.device("cpu"))
 
-        per_step = best(lambda: run(2), 1, 1) / 2
-        steps = max(3, int(4 / per_step))  # ~4 s a round
-        ms = 1e3 * best(lambda: run(steps), 2, 1) / steps
+        steps = max(3, int(4 / (timed(run, 2) / 2)))  # ~4 s a round, after a warm-up
+        ms = 1e3 * best_of(2, run, steps) / steps
         lines.append(f"| {system} {name} | {cfg['batch_size']} | {ms:.1f} |")
         print(lines[-1], flush=True)
     return lines
