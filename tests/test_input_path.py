@@ -3,6 +3,8 @@ vfer.features.batch_outputs): the same batches, features and models as the plain
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -210,20 +212,44 @@ def test_only_a_stored_set_is_placed_and_only_on_cuda():
     assert isinstance(stored.batch(np.arange(2))[0]["rgb"], np.ndarray)
 
 
-def test_training_batches_are_drawn_in_order_from_the_seeded_generator(tmp_path):
-    model = plan({"s": {**SMALL, "finetune": "per_fold", "sample_steps": 2}}).models["s"]
+@pytest.mark.parametrize("sample_steps,placed", [(2, False), (1, False), (1, True)])
+def test_training_batches_are_drawn_in_order_from_the_seeded_generator(tmp_path, sample_steps,
+                                                                       placed):
+    """The batches of the drawn samples and steps (one numpy ``choice`` per sample, as vfer
+    drew them before one step per sample became one vectorised draw, so that results are
+    unchanged), the same whether batches come from the prefetching thread (a store on the
+    host) or the caller's thread (a store placed on the device)."""
+    model = plan({"s": {**SMALL, "finetune": "per_fold", "sample_steps": sample_steps}}
+                 ).models["s"]
     samples = sample_set(tmp_path, 6, 0, model)
+    host = training.SampleSet(samples.sources, samples.sizes, sorted({v for v, _ in samples.items}),
+                              dict(zip([v for v, _ in samples.items], samples.labels)), 0)
+    if placed:
+        samples.place(CPU)
     cfg = model["train"]
+    threads = threading.active_count()
     batches = training._batches(samples, cfg, np.random.default_rng(7), CPU)
     rng = np.random.default_rng(7)
     for _ in range(3):
         inputs, zeros, y = next(batches)
+        assert (threading.active_count() > threads) == (not placed)  # the prefetching thread
         idx = rng.integers(0, len(samples), cfg["batch_size"])
-        steps = np.sort(np.stack([rng.choice(4, 2, replace=False) for _ in idx]), axis=1)
-        want, _, want_y = samples.batch(idx, steps)
+        steps = np.sort(np.stack([rng.choice(4, sample_steps, replace=False) for _ in idx]),
+                        axis=1)
+        want, _, want_y = host.batch(idx, steps)
+        assert isinstance(inputs["s"], torch.Tensor) and isinstance(y, torch.Tensor)
         np.testing.assert_array_equal(inputs["s"].numpy(), want["s"])
         np.testing.assert_array_equal(y.numpy(), want_y)
     batches.close()
+
+
+def test_the_validation_loss_is_the_same_from_a_store_placed_on_the_device(tmp_path):
+    model = plan({"s": {**SMALL, "finetune": "per_fold"}}).models["s"]
+    samples = sample_set(tmp_path, 6, 0, model)
+    network, _ = training.initial_network(model, ["x", "y"])
+    want = training.evaluate_loss(network, samples, CPU, 4)
+    samples.place(CPU)
+    assert training.evaluate_loss(network, samples, CPU, 4) == pytest.approx(want, rel=1e-6)
 
 
 def test_training_on_the_cpu_is_deterministic(tmp_path):

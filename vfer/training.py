@@ -426,14 +426,19 @@ def _flip_and_affine(n: int, generator: torch.Generator, flip: bool, rotate: flo
     return flipped, theta
 
 
+@functools.lru_cache
+def _pixel_centres(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Centres of n pixels in [-1, 1] (align_corners=False), made once per size and device."""
+    return (torch.arange(n, device=device, dtype=dtype) * 2 + 1) / n - 1
+
+
 def _resample(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Images (B, T, C, H, W) resampled bilinearly (border padding) at theta's affine map of
     the output pixel centres, the same map for every time step; channels-last memory out."""
     b, t, c, h, w = x.shape
-    xs = (torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1
-    ys = (torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1
+    xs, ys = _pixel_centres(w, x.device, x.dtype), _pixel_centres(h, x.device, x.dtype)[:, None]
     th = theta[:, :, :, None, None]  # (B, 2, 3, 1, 1)
-    grid = (th[:, :, 0] * xs + th[:, :, 1] * ys[:, None] + th[:, :, 2]).permute(0, 2, 3, 1)
+    grid = (th[:, :, 0] * xs + th[:, :, 1] * ys + th[:, :, 2]).permute(0, 2, 3, 1)
     out = nn.functional.grid_sample(x.reshape(b, t * c, h, w), grid, padding_mode="border",
                                     align_corners=False)
     return out.view(b, t, c, h, w).permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
@@ -539,23 +544,41 @@ def prefetch(source: Iterator, device: torch.device, ahead: int = 2) -> Iterator
                 future.cancel()
 
 
+def _draw_steps(rng: np.random.Generator, n: int, k: int | None,
+                aligned: int) -> np.ndarray | None:
+    """Per sample, ``k`` distinct sorted time steps of ``aligned`` (None: all steps). One step
+    per sample is one vectorised draw: numpy's ``integers`` gives the same values from the
+    same generator state as a ``choice(aligned, 1, replace=False)`` per sample, ~40x faster."""
+    if k is None:
+        return None
+    if min(k, aligned) == 1:
+        return rng.integers(0, aligned, (n, 1))
+    return np.sort(np.stack([rng.choice(aligned, min(k, aligned), replace=False)
+                             for _ in range(n)]), axis=1)
+
+
+def _moved(batches: Iterator, samples: SampleSet, device: torch.device) -> Iterator:
+    """``samples``' batches as tensors on ``device``: prefetched (prefetch) from a store on the
+    host or read from the sources; from a store on the device (SampleSet.place) made in the
+    caller's thread, where a batch is a few queued device operations that a background thread
+    would only delay (benchmarks/NOTES.md, "GPU")."""
+    if samples.placed_on() is None:
+        return prefetch(batches, device)
+    return (_map(lambda a: upload(a, device), batch) for batch in batches)
+
+
 def _batches(samples: SampleSet, cfg: dict, rng: np.random.Generator,
              device: torch.device) -> Iterator:
-    """Random training batches (inputs, zero levels, labels) as tensors on ``device``
-    (prefetch), drawn in order from ``rng``."""
-    k = cfg["sample_steps"]
-    aligned = samples.aligned_steps()
+    """Random training batches (inputs, zero levels, labels) as tensors on ``device`` (_moved),
+    drawn in order from ``rng``."""
 
     def make():
         while True:
             idx = rng.integers(0, len(samples), cfg["batch_size"])
-            steps = None
-            if k is not None:
-                steps = np.sort(np.stack([rng.choice(aligned, min(k, aligned), replace=False)
-                                          for _ in idx]), axis=1)
-            yield samples.batch(idx, steps)
+            yield samples.batch(idx, _draw_steps(rng, len(idx), cfg["sample_steps"],
+                                                 samples.aligned_steps()))
 
-    return prefetch(make(), device)
+    return _moved(make(), samples, device)
 
 
 #: Share of the free device memory that a sample set's store may take on the device.
@@ -642,13 +665,13 @@ def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg
 @torch.no_grad()
 def evaluate_loss(network: nn.Module, samples: SampleSet, device: torch.device,
                   batch: int) -> float:
-    """Mean cross-entropy over whole segments (every time step); batches prefetched, the sum
-    kept on the device (float64) until the end."""
+    """Mean cross-entropy over whole segments (every time step); batches moved by _moved, the
+    sum kept on the device (float64) until the end."""
     network.eval()
     total, n = torch.zeros((), dtype=torch.float64, device=device), 0
     chunks = (samples.batch(np.arange(i, min(i + batch, len(samples))))[::2]
               for i in range(0, len(samples), batch))
-    for inputs, y in prefetch(chunks, device):
+    for inputs, y in _moved(chunks, samples, device):
         with autocast(device):
             logits = network(network_inputs(inputs, device))
         total += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
