@@ -19,7 +19,7 @@ import torch
 
 from vfer.io import file_sha256, sha256_of
 from vfer.nets.registry import DESCRIPTORS
-from vfer.runtime import progress
+from vfer.runtime import progress, to_host
 from vfer.store import FeaturesFile
 from vfer.training import (autocast, channels_last, initial_network, network_inputs, prefetch,
                            resize, sources_of)
@@ -77,7 +77,7 @@ def segment_outputs(network: torch.nn.Module, inputs: Mapping[str, np.ndarray],
     outputs = [(f, p) for _, f, p in batch_outputs(
         network, video_batches([(None, inputs)], segments_per_batch), device, scores)]
     feats, probs = zip(*outputs)
-    return torch.cat(feats).cpu().numpy(), torch.cat(probs).cpu().numpy() if scores else None
+    return to_host(torch.cat(feats)), to_host(torch.cat(probs)) if scores else None
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -158,8 +158,8 @@ def extract_model(model: dict, shards: Mapping[str, list[Mapping[str, str]]],
             def write(videos: list[str]) -> None:
                 for vid in videos:
                     feats, probs = zip(*outputs.pop(vid))
-                    out.write_video(vid, torch.cat(feats).cpu().numpy(),
-                                    torch.cat(probs).cpu().numpy() if model_path else None)
+                    out.write_video(vid, to_host(torch.cat(feats)),
+                                    to_host(torch.cat(probs)) if model_path else None)
 
             batches = batch_outputs(network, video_batches(load(), per_batch), device,
                                     scores=bool(model_path))

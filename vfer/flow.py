@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from vfer.runtime import compiles_by_default
+from vfer.runtime import compiles_by_default, to_host
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 METHODS = ("farneback", "tvl1", "horn_schunck")
@@ -235,7 +235,7 @@ def horn_schunck(prev: np.ndarray, nxt: np.ndarray, backend: str = "numpy", devi
             if compiled is None:
                 compiled = compiles_by_default(a.device)
             u, v = horn_schunck_batch(a, b, _TorchOps, compiled=compiled, **params)
-            return torch.stack([u, v], dim=-1).cpu().numpy()
+            return to_host(torch.stack([u, v], dim=-1))
     raise ValueError(f"unknown Horn-Schunck backend {backend!r}")
 
 

@@ -216,6 +216,20 @@ def select_device(name: str = "auto"):
     return torch.device(name)
 
 
+def to_host(t):
+    """A tensor as a numpy array on the host; from CUDA copied into page-locked memory (on
+    the H200 machine of benchmarks/GPU.md, 103 MB of flows took 97 ms into new pageable memory
+    and 1.9 ms into page-locked memory). The array holds its page-locked block until it is
+    freed; torch's host allocator then reuses the block for the next copy."""
+    import torch
+
+    if t.device.type != "cuda":
+        return t.detach().cpu().numpy()
+    out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    out.copy_(t.detach())  # waits for the copy
+    return out.numpy()
+
+
 def compiles_by_default(device) -> bool:
     """Whether the flow solvers fuse their iterations with torch.compile by default on
     ``device`` (a torch device or its name): on CUDA where Triton, torch.compile's GPU code

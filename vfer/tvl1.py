@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vfer.runtime import compiles_by_default
+from vfer.runtime import compiles_by_default, to_host
 
 _FLT_EPSILON = float(np.finfo(np.float32).eps)
 _TAB = 32  # OpenCV's remap rounds coordinates to 1/INTER_TAB_SIZE pixel
@@ -306,4 +306,4 @@ def tvl1(prev, nxt, tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warps=5, epsil
                       warps=warps, epsilon=epsilon, inner_iterations=inner_iterations,
                       outer_iterations=outer_iterations, scale_step=scale_step,
                       median_filtering=median_filtering, compiled=compiled)
-    return flow.permute(0, 2, 3, 1).cpu().numpy()
+    return to_host(flow.permute(0, 2, 3, 1))
