@@ -210,3 +210,5 @@ def test_tvl1_batch_takes_and_returns_tensors():
         tvl1.tvl1_batch(torch.zeros(1, 32, 32), torch.zeros(1, 32, 32), median_filtering=4)
     with pytest.raises(TypeError):
         tvl1.tvl1(prev[None].astype(np.float32), nxt[None].astype(np.float32))
+    assert tvl1.tvl1(np.zeros((0, 32, 32), np.uint8), np.zeros((0, 32, 32), np.uint8),
+                     device="cpu").shape == (0, 32, 32, 2)  # as Horn-Schunck's

@@ -271,6 +271,8 @@ def tvl1_batch(prev: torch.Tensor, nxt: torch.Tensor, tau: float = 0.25, lambda_
     if nscales < 1 or not 0 < scale_step <= 1 or even_median:
         raise ValueError("expected nscales >= 1, 0 < scale_step <= 1 and an odd median_filtering "
                          "(<= 1: none)")
+    if not len(prev):
+        return prev.new_zeros((0, 2) + tuple(prev.shape[1:]))
     if compiled is None:
         compiled = compiles_by_default(prev.device)
     pyramid = [torch.stack([prev, nxt], 1).float()]
