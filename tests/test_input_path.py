@@ -222,8 +222,8 @@ def test_training_batches_are_drawn_in_order_from_the_seeded_generator(tmp_path,
     model = plan({"s": {**SMALL, "finetune": "per_fold", "sample_steps": sample_steps}}
                  ).models["s"]
     samples = sample_set(tmp_path, 6, 0, model)
-    host = training.SampleSet(samples.sources, samples.sizes, sorted({v for v, _ in samples.items}),
-                              dict(zip([v for v, _ in samples.items], samples.labels)), 0)
+    labels = {v: y for (v, _), y in zip(samples.items, samples.labels)}
+    host = training.SampleSet(samples.sources, samples.sizes, sorted(labels), labels, 0)
     if placed:
         samples.place(CPU)
     cfg = model["train"]

@@ -572,11 +572,12 @@ def _batches(samples: SampleSet, cfg: dict, rng: np.random.Generator,
     """Random training batches (inputs, zero levels, labels) as tensors on ``device`` (_moved),
     drawn in order from ``rng``."""
 
+    k, aligned = cfg["sample_steps"], samples.aligned_steps()
+
     def make():
         while True:
             idx = rng.integers(0, len(samples), cfg["batch_size"])
-            yield samples.batch(idx, _draw_steps(rng, len(idx), cfg["sample_steps"],
-                                                 samples.aligned_steps()))
+            yield samples.batch(idx, _draw_steps(rng, len(idx), k, aligned))
 
     return _moved(make(), samples, device)
 
