@@ -168,7 +168,44 @@ class MemorySource:
         return None
 
 
-def training_step(backbone: str, size: int, device, sizes: Sizes) -> Figure:
+@dataclass
+class Rig:
+    """A frames stream's network with its optimizer, a stored training set of random videos
+    and one resident batch (normalised ``x``, labels ``y``), as bench-gpu trains it."""
+
+    network: object
+    opt: object
+    loss_fn: object
+    cfg: dict
+    samples: object
+    x: dict
+    y: object
+
+    def bare(self, n: int, device) -> Callable[[], None]:
+        """``n`` forward + backward + optimizer steps on the resident batch."""
+        from vfer import training
+
+        def run():
+            for _ in range(n):
+                with training.autocast(device):
+                    loss = self.loss_fn(self.network(self.x), self.y)
+                self.opt.zero_grad()
+                loss.backward()
+                self.opt.step()
+        return run
+
+    def fit(self, n: int, device) -> Callable[[], None]:
+        """``training.fit`` for ``n`` steps, without validation."""
+        from vfer import training
+
+        def run():
+            training.fit(self.network, self.samples, None,
+                         {**self.cfg, "steps": n, "eval_every": n}, 0, device)
+            self.network.train()
+        return run
+
+
+def training_rig(backbone: str, size: int, device, sizes: Sizes) -> Rig:
     import torch
 
     from vfer import training
@@ -184,35 +221,27 @@ def training_step(backbone: str, size: int, device, sizes: Sizes) -> Figure:
     labels = {v: k % 6 for k, v in enumerate(videos)}
     samples = training.SampleSet({"s": MemorySource(videos)}, {"s": size}, sorted(videos),
                                  labels, cache_mb=1e9)
-    sync = synchronised(device)
     network = training.channels_last(Network(model["network"], 6).to(device).train())
     cfg = dict(model["train"])
-    opt = OPTIMIZERS.build(cfg["optimizer"], network.parameters(), cfg)
-    loss_fn = torch.nn.CrossEntropyLoss()
     x = training.network_inputs(  # one image per sample, as a stream trains (sample_steps 1)
         {"s": rng.integers(0, 256, (batch, 1, size, size, 3), dtype=np.uint8)}, device)
-    y = torch.arange(batch, device=device) % 6
+    return Rig(network, OPTIMIZERS.build(cfg["optimizer"], network.parameters(), cfg),
+               torch.nn.CrossEntropyLoss(), cfg, samples, x,
+               torch.arange(batch, device=device) % 6)
 
-    def bare(n: int):
-        def run():
-            for _ in range(n):
-                with training.autocast(device):
-                    loss = loss_fn(network(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        return run
 
-    one = best_time(bare(3), 1, sync) / 3  # seconds per step, to size the runs
-    steps = max(3 if sizes.train_seconds == 0 else 30, int(sizes.train_seconds / one))
-    bare_s = best_time(bare(steps), sizes.repeat, sync)
+def train_steps(rig: Rig, device, sizes: Sizes, sync: Callable[[], None]) -> int:
+    """Steps per timed run: about ``sizes.train_seconds`` of bare training (at least 30)."""
+    one = best_time(rig.bare(3, device), 1, sync) / 3
+    return max(3 if sizes.train_seconds == 0 else 30, int(sizes.train_seconds / one))
 
-    def vfer():
-        training.fit(network, samples, None, {**cfg, "steps": steps, "eval_every": steps},
-                     0, device)
-        network.train()
 
-    vfer_s = best_time(vfer, sizes.repeat, sync)
+def training_step(backbone: str, size: int, device, sizes: Sizes) -> Figure:
+    rig, sync = training_rig(backbone, size, device, sizes), synchronised(device)
+    batch = sizes.train_batch
+    steps = train_steps(rig, device, sizes, sync)
+    bare_s = best_time(rig.bare(steps, device), sizes.repeat, sync)
+    vfer_s = best_time(rig.fit(steps, device), sizes.repeat, sync)
     return Figure(f"{backbone} {size} training step (fit, batch {batch}, {steps} steps)",
                   steps * batch / vfer_s, "images/s", steps * batch / bare_s,
                   ">= 75% of bare", bare_s / vfer_s >= 0.75)

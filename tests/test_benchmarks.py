@@ -81,3 +81,33 @@ def test_bench_presets_gpu_exits_0_and_writes_nothing_without_cuda(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "no CUDA device; nothing measured" in result.stdout
     assert not out.exists()
+
+
+def test_profile_gpu_check_runs_every_section_on_the_cpu(tmp_path):
+    out = tmp_path / "GPU-PROFILE.md"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.profile_gpu", "--check-on-cpu",
+                             "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    (parts,) = [r for r in lines if r.startswith("| small_cnn 128, batch 2 |")]
+    assert all(float(ms) > 0 for ms in parts.strip("| ").split(" | ")[1:])
+    for section in ("## fit's operations", "## Horn-Schunck 112 x 112",
+                    "## TV-L1 112 x 112, stopping checks"):
+        assert section in lines
+    assert "| aten::convolution_backward |" in result.stdout
+    tvl1 = lines[lines.index("## TV-L1 112 x 112, stopping checks"):]
+    schedules = [r for r in tvl1 if r[:3].strip("| ").isdigit()]
+    # every stopping schedule gives the default's flows: stopped pairs keep their values
+    assert len(schedules) == 6 and all(r.endswith("| equal |") for r in schedules), schedules
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: it would measure")
+def test_profile_gpu_exits_0_and_writes_nothing_without_cuda(tmp_path):
+    out = tmp_path / "GPU-PROFILE.md"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.profile_gpu", "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "no CUDA device; nothing measured" in result.stdout
+    assert not out.exists()
