@@ -208,3 +208,23 @@ def test_contact_sheet_marks_missing_frames():
     assert tuple(sheet[16 + 1, 4 * 32 + 1]) == (220, 0, 0)  # border of a face-less tile
     assert tuple(sheet[16 + 1, 1]) == (128, 128, 128)  # a tile with a face is untouched
     assert (sheet[48 + 16:, :, 0] > sheet[48 + 16:, :, 1]).any()  # red reason text
+
+
+@pytest.mark.parametrize("visibility", [False, True])
+def test_mesh_points_are_the_landmarks_in_pixels_whatever_fields_they_hold(visibility):
+    from mediapipe.framework.formats import landmark_pb2
+
+    rng = np.random.default_rng(0)
+    xyz = rng.normal(0.5, 0.4, (faces.N_LANDMARKS, 3)).astype(np.float32)
+    xyz[:3] = [[0.0, 0.0, 0.0], [1.0, -0.0, -1.5], [1e-30, 3e4, -2.0]]
+    landmarks = landmark_pb2.NormalizedLandmarkList()
+    for x, y, z in xyz:
+        landmarks.landmark.add(x=x, y=y, z=z)
+    if visibility:  # one landmark with a fourth field: read field by field
+        landmarks.landmark[7].visibility = 0.9
+    w, h = 320, 240
+    want = np.array([(p.x * w, p.y * h, p.z * w) for p in landmarks.landmark], np.float32)
+    got = faces.mesh_points(landmarks, w, h)
+    assert got.dtype == np.float32 and got.shape == (faces.N_LANDMARKS, 3)
+    assert np.array_equal(got, want)
+    assert np.allclose(got, xyz * [w, h, w])
