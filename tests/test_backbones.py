@@ -336,3 +336,18 @@ def test_bad_weights_files_name_the_file_and_the_layer(tmp_path):
     (tmp_path / "text.pth").write_text("not torch")
     with pytest.raises(WeightsError, match="text.pth: not a readable torch state_dict"):
         load_weights(model, tmp_path / "text.pth", "fc")
+
+
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
+def test_flatten_hands_the_gradient_back_in_the_maps_memory_format(fmt):
+    leaf = torch.randn(2, 3, 4, 5).contiguous(memory_format=fmt).requires_grad_()
+    weights = torch.randn(2, 60)
+    grads = {}
+    for name, flatten in (("vfer", backbones.flatten), ("torch", lambda x: torch.flatten(x, 1))):
+        maps = leaf * 1.0  # as a layer's output: the gradient that reaches it, not a leaf's
+        maps.register_hook(lambda g, name=name: grads.__setitem__(name, g))
+        out = flatten(maps)
+        assert torch.equal(out, torch.flatten(leaf, 1))
+        (out * weights).sum().backward()
+    assert torch.equal(grads["vfer"], grads["torch"])
+    assert grads["vfer"].is_contiguous(memory_format=fmt)

@@ -52,6 +52,37 @@ def _scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
+class _ChannelsLastGrad(torch.autograd.Function):
+    """Identity whose gradient is handed back channels-last."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
+def flatten(x: torch.Tensor) -> torch.Tensor:
+    """torch.flatten(x, 1). Flattening channels-last maps (N, C, H, W) copies them into
+    channels-first order, so their gradient would come back channels-first, and the backward
+    passes of the pooling and ReLU layers before it would work across two memory formats
+    (SmallCNN's training step on a CPU core: 10-20% slower, benchmarks/NOTES.md); here that
+    gradient is handed back channels-last. The values are the same."""
+    if (x.ndim == 4 and x.requires_grad and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)):
+        x = _ChannelsLastGrad.apply(x)
+    return torch.flatten(x, 1)
+
+
+class Flatten(nn.Module):
+    """``flatten`` as a layer (nn.Flatten's place in a Sequential; no parameters)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return flatten(x)
+
+
 class Backbone(nn.Module):
     """Base of all backbones: ``tap`` runs ``_stages()`` in order, each ending at a tap."""
 
@@ -102,14 +133,14 @@ class _ConvPoolFC(Backbone):
     def _stages(self):
         fc6, fc7 = self.FC_END["fc6"], self.FC_END["fc7"]
         return [(self.MAP_TAP, self.features),
-                ("fc6", lambda x: self.classifier[:fc6](torch.flatten(self.avgpool(x), 1))),
+                ("fc6", lambda x: self.classifier[:fc6](flatten(self.avgpool(x)))),
                 ("fc7", self.classifier[fc6:fc7])]
 
     def _head(self, name: str) -> nn.Module:
         return self.classifier[self.FC_END[name]:]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+        return self.classifier(flatten(self.avgpool(self.features(x))))
 
 
 class AlexNet(_ConvPoolFC):
@@ -314,7 +345,7 @@ class ResNet(Backbone):
             x = block(x) if name not in gates else block(x, gate=gates[name])
             out[name] = x
         if "pool" in targets:
-            out["pool"] = torch.flatten(self.avgpool(x), 1)
+            out["pool"] = flatten(self.avgpool(x))
         return [out[t] for t in targets]
 
     def _head(self, name: str) -> nn.Module:
@@ -359,7 +390,7 @@ class SmallCNN(Backbone):
             nn.Conv2d(channels[0], channels[1], kernels[1], padding="same"),
             nn.ReLU(inplace=True), nn.MaxPool2d(pool))
         side = input_size // pool
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(channels[1] * side * side, fc),
+        self.fc = nn.Sequential(Flatten(), nn.Linear(channels[1] * side * side, fc),
                                 nn.ReLU(inplace=True))
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(fc, num_classes))
 
@@ -397,7 +428,7 @@ class C3D(Backbone):
 
         self.conv = nn.Sequential(*conv(in_channels, True), pool(), *conv(c, True), pool(),
                                   *conv(c, False), *conv(c, False), pool(), *conv(c, False))
-        self.fc = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(c, fc),
+        self.fc = nn.Sequential(nn.AdaptiveAvgPool3d(1), Flatten(), nn.Linear(c, fc),
                                 nn.ReLU(inplace=True))
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(fc, num_classes))
 
@@ -458,7 +489,7 @@ class MLP(Backbone):
 def mspp(x: torch.Tensor, grids: Sequence[int] = (2, 4, 8)) -> torch.Tensor:
     """MSPP (paper 003): max pooling of maps (N, C, H, W) over n x n grids, flattened and
     concatenated -> (N, C * sum(n^2))."""
-    return torch.cat([nn.functional.adaptive_max_pool2d(x, n).flatten(1) for n in grids], 1)
+    return torch.cat([flatten(nn.functional.adaptive_max_pool2d(x, n)) for n in grids], 1)
 
 
 def build_backbone(name: str, num_classes: int, input_size: int | None = None,
