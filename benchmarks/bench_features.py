@@ -26,7 +26,7 @@ from vfer.inputs import InputSource
 from vfer.nets.backbones import build_backbone
 from vfer.nets.network import Network
 from vfer.nets.registry import BACKBONES, OPTIMIZERS
-from vfer.runtime import select_device, set_threads
+from vfer.runtime import reuse_freed_memory, select_device, set_threads
 
 TARGET = 1.2
 BACKBONE_RATES = [("small_cnn", "fc"), ("alexnet", "fc7"), ("resnet18", "pool"),
@@ -89,6 +89,7 @@ def measure(run: Path, backbones: bool = True, repeat: int = 2) -> list[Row]:
     classes = config["classes"]
     model = plan.models["spatial"]
     set_threads(1)
+    reuse_freed_memory()  # as the train and extract rules' jobs do
     device = select_device(config["device"])
     shard_paths(run)  # the run has finished
     shards = {"spatial": [{"faces": str(p), "segments": str(s)} for p, s in zip(

@@ -20,7 +20,7 @@ from benchmarks.bench_presets_gpu import preset_config
 from benchmarks.common import best_of, demo_config, demo_plan, timed
 from vfer import training
 from vfer.config import load
-from vfer.runtime import set_threads
+from vfer.runtime import reuse_freed_memory, set_threads
 
 #: (system, model): "demo" is config/config.yaml, the others the small presets.
 MODELS = [("demo", "spatial"), ("demo", "rgb_flow_lstm"), ("stc_nlstm", "stc_nlstm"),
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit", action="store_true", help="only the time per training step")
     args = ap.parse_args(argv)
     set_threads(1)
+    reuse_freed_memory()  # as training jobs do
     both = not (args.kernels or args.fit)
     if args.kernels or both:
         print("\n".join(kernel_table()), flush=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import functools
 import importlib.util
 import logging
@@ -203,6 +204,27 @@ def set_threads(n: int, opencv: int | None = None) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(n)
+
+
+#: glibc malloc settings for a job (mallopt): blocks up to 32 MiB, glibc's largest threshold on
+#: 64-bit systems, come from the heap instead of fresh memory maps, and freed heap memory is
+#: returned to the system only beyond 1 GiB at its top.
+MMAP_THRESHOLD, TRIM_THRESHOLD = 32 * 2 ** 20, 2 ** 30
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+
+
+def reuse_freed_memory() -> bool:
+    """Let the C allocator keep the memory a job frees for its next arrays (MMAP_THRESHOLD,
+    TRIM_THRESHOLD), instead of unmapping it and faulting fresh zeroed pages in again: each
+    training step frees and reallocates the same activations (the demo's rgb_flow_lstm on a
+    CPU core: 145 -> 103 ms a step, the same peak memory; benchmarks/NOTES.md). Returns False
+    where the C library has no glibc ``mallopt`` (nothing changes there)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and \
+        bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def select_device(name: str = "auto"):

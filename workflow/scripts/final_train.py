@@ -1,12 +1,13 @@
 """Snakemake adapter for rule final_train (see vfer.training.train_final)."""
 from vfer.folds import read_folds
 from vfer.inputs import group_inputs
-from vfer.runtime import select_device, set_threads, setup_logging
+from vfer.runtime import reuse_freed_memory, select_device, set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 from vfer import training  # noqa: E402 - after the log is set up, so torch's warnings land there
 
 set_threads(snakemake.threads)
+reuse_freed_memory()
 training.train_final(
     snakemake.params.model,
     group_inputs(snakemake.input),
