@@ -183,9 +183,9 @@ _LANDMARK_FLOATS = [k + i for k in (3, 8, 13) for i in range(4)]
 
 def mesh_points(landmarks, w: int, h: int) -> np.ndarray:
     """(n, 3) float32 points (x w, y h, z w) of a MediaPipe NormalizedLandmarkList: read from
-    its serialised bytes at once when every landmark holds x, y, z only (~20x faster than
-    reading 478 landmarks' fields one by one, 0.2 ms of a frame's 6.5), else field by field;
-    the same values either way."""
+    its serialised bytes at once when every landmark holds x, y, z only (38 us for FaceMesh's
+    478 instead of 217 us field by field, of a frame's ~6.5 ms in the faces stage), else field
+    by field; the same values either way."""
     n = len(landmarks.landmark)
     rows = np.frombuffer(landmarks.SerializeToString(), np.uint8)
     if rows.size == 17 * n:

@@ -67,8 +67,8 @@ class _ChannelsLastGrad(torch.autograd.Function):
 def flatten(x: torch.Tensor) -> torch.Tensor:
     """torch.flatten(x, 1). Flattening channels-last maps (N, C, H, W) copies them into
     channels-first order, so their gradient would come back channels-first, and the backward
-    passes of the pooling and ReLU layers before it would work across two memory formats
-    (SmallCNN's training step on a CPU core: 10-20% slower, benchmarks/NOTES.md); here that
+    passes of the pooling and ReLU layers before it would work across two memory formats (the
+    demo's SmallCNN training steps on a CPU core: ~12% slower, benchmarks/NOTES.md); here that
     gradient is handed back channels-last. The values are the same."""
     if (x.ndim == 4 and x.requires_grad and not x.is_contiguous()
             and x.is_contiguous(memory_format=torch.channels_last)):
