@@ -80,8 +80,8 @@ def startup_by_rule(rules) -> dict[str, float]:
     out = {}
     for rule in rules:
         script = REPO / "workflow/scripts" / f"{rule.split('_')[0]}.py"
-        imports = [line for line in script.read_text().splitlines()
-                   if line.startswith(("from ", "import "))]
+        imports = [line.split("#")[0].rstrip() for line in script.read_text().splitlines()
+                   if line.startswith(("from ", "import "))]  # without their comments
         code = ("import time; t = time.perf_counter(); import snakemake.script; "
                 + "; ".join(imports) + "; print(time.perf_counter() - t)")
         out[rule] = interpreter + min(float(subprocess.run(
