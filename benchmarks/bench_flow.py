@@ -15,7 +15,7 @@ import numpy as np
 from benchmarks.common import Row, demo_config, shard_paths, timed
 from vfer import flow
 from vfer.store import FacesFile, SegmentsFile
-from vfer.runtime import reuse_freed_memory, set_threads
+from vfer.runtime import set_threads
 
 TARGET = 1.2
 
@@ -70,7 +70,6 @@ def measure(run: Path, repeat: int = 3) -> list[Row]:
     defaults, bound = config["flow"], float(config["flow"]["bound"])
     paths = shard_paths(run)
     set_threads(1, opencv=1)  # as the flow rule does with threads: 1
-    reuse_freed_memory()
     plan = [("farneback", dict(defaults["farneback"]), 12),
             ("tvl1", dict(defaults["tvl1"]), 1),
             ("horn_schunck", {**defaults["horn_schunck"], "backend": "numpy"}, 4),

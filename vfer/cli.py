@@ -107,9 +107,7 @@ def _status(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from vfer.bundle import BundleError
     from vfer.prediction import predict
-    from vfer.runtime import reuse_freed_memory
 
-    reuse_freed_memory()
     try:
         table = predict(args.model, args.inputs, out=args.output, device=args.device,
                         batch=args.batch, keep_work=args.keep_work)

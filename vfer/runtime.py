@@ -217,8 +217,9 @@ def reuse_freed_memory() -> bool:
     """Let the C allocator keep the memory a job frees for its next arrays (MMAP_THRESHOLD,
     TRIM_THRESHOLD), instead of unmapping it and faulting fresh zeroed pages in again: each
     training step frees and reallocates the same activations (the demo's rgb_flow_lstm on a
-    CPU core: 145 -> 103 ms a step, the same peak memory; benchmarks/NOTES.md). Returns False
-    where the C library has no glibc ``mallopt`` (nothing changes there)."""
+    CPU core: 145 -> 103 ms a step, the same peak memory; benchmarks/NOTES.md). Not for jobs
+    whose threads free each other's arrays (the flow stage: slower with it). Returns False where
+    the C library has no glibc ``mallopt`` (nothing changes there)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

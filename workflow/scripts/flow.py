@@ -1,10 +1,9 @@
 """Snakemake adapter for rule flow (see vfer.flow)."""
 from vfer import flow
-from vfer.runtime import provenance, reuse_freed_memory, set_threads, setup_logging
+from vfer.runtime import provenance, set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads, opencv=1)  # frame pairs are spread over the job's threads
-reuse_freed_memory()
 params = dict(snakemake.params.flow)
 flow.process_shard(
     snakemake.input.faces,
