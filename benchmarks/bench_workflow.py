@@ -99,15 +99,18 @@ def input_frames(workdir: Path) -> int:
 
 
 def cache_rows(workdir: Path, frames: int) -> list[Row]:
-    stages = [("faces", "results/faces/*.h5"), ("segments", "results/segments/*.h5"),
-              ("flow", "results/flow/*/*.h5"), ("dynamic_rgb", "results/dynamic/rgb/*/*.h5"),
-              ("train", "results/models/*/*"), ("extract", "results/features/*/*.h5")]
+    flows = [(f"flow ({d.name.rsplit('-', 1)[0]})", f"results/flow/{d.name}/*.h5")
+             for d in sorted((workdir / "results/flow").iterdir())]  # one per method in use
+    stages = [("faces", "results/faces/*.h5"), ("segments", "results/segments/*.h5"), *flows,
+              ("dynamic_rgb", "results/dynamic/rgb/*/*.h5"), ("train", "results/models/*/*"),
+              ("extract", "results/features/*/*.h5")]
     rows = []
     for stage, pattern in stages:
         files = list((workdir).glob(pattern))
         kb = sum(p.stat().st_size for p in files) / frames / 1024
-        target = FLOW_TARGET_KB if stage == "flow" else None
-        note = "112x112 crops, bound 2 px, gzip-1 uint8 images" if stage == "flow" else \
+        flow = stage.startswith("flow")
+        target = FLOW_TARGET_KB if flow else None
+        note = "112x112 crops, bound 2 px, gzip-1 uint8 images" if flow else \
             ("112x112x3 crops stored uncompressed, landmarks, boxes" if stage == "faces" else "")
         rows.append(Row("cache", f"{stage}: bytes per input frame", kb, "KB", target, note))
     return rows

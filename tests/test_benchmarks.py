@@ -9,7 +9,7 @@ import torch
 
 from benchmarks.bench import markdown
 from benchmarks.bench_presets_gpu import preset_config
-from benchmarks.bench_workflow import busy_seconds, startup_by_rule
+from benchmarks.bench_workflow import busy_seconds, cache_rows, startup_by_rule
 from benchmarks.common import REPO, Row
 from vfer.config import load
 
@@ -27,6 +27,17 @@ def test_each_figure_is_judged_against_its_target():
     table = markdown(rows, [])
     assert "| flow | ratio 2 | 1.3 x | <= 1.2 x | no |" in table
     assert "1 targets met, 1 missed." in table
+
+
+def test_flow_cache_is_measured_per_flow_method(tmp_path):
+    for folder, size in (("farneback-7f65bbbe32", 2048), ("horn_schunck-c5735ac0df", 4096)):
+        (tmp_path / "results/flow" / folder).mkdir(parents=True)
+        (tmp_path / "results/flow" / folder / "s0000.h5").write_bytes(b"0" * size)
+    rows = {r.measure: r for r in cache_rows(tmp_path, frames=2)}
+    assert rows["flow (farneback): bytes per input frame"].value == 1.0
+    assert rows["flow (horn_schunck): bytes per input frame"].value == 2.0
+    assert rows["flow (horn_schunck): bytes per input frame"].target == 30.0
+    assert rows["faces: bytes per input frame"].value == 0
 
 
 def test_start_up_is_timed_for_scripts_whose_imports_carry_comments():
