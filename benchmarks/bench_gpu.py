@@ -181,18 +181,24 @@ class Rig:
     x: dict
     y: object
 
-    def bare(self, n: int, device) -> Callable[[], None]:
-        """``n`` forward + backward + optimizer steps on the resident batch."""
+    def loop(self, n: int, device, make: Callable[[], tuple]) -> Callable[[], None]:
+        """``n`` forward + backward + optimizer steps, each on the (inputs, labels) of
+        ``make()``."""
         from vfer import training
 
         def run():
             for _ in range(n):
+                x, y = make()
                 with training.autocast(device):
-                    loss = self.loss_fn(self.network(self.x), self.y)
+                    loss = self.loss_fn(self.network(x), y)
                 self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()
         return run
+
+    def bare(self, n: int, device) -> Callable[[], None]:
+        """``n`` steps on the resident batch."""
+        return self.loop(n, device, lambda: (self.x, self.y))
 
     def fit(self, n: int, device) -> Callable[[], None]:
         """``training.fit`` for ``n`` steps, without validation."""

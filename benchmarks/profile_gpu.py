@@ -56,17 +56,6 @@ def training_parts(backbone: str, size: int, device, sizes: Sizes) -> list[str]:
     gen = torch.Generator().manual_seed(0)
     training.place_on_device(rig.samples, device)
 
-    def loop(make):
-        def run():
-            for _ in range(steps):
-                x, y = make()
-                with training.autocast(device):
-                    loss = rig.loss_fn(rig.network(x), y)
-                rig.opt.zero_grad()
-                loss.backward()
-                rig.opt.step()
-        return run
-
     def drawn():
         inputs, zeros, y = next(batches)
         return training.augment(training.network_inputs(inputs, device), zeros, gen,
@@ -74,11 +63,11 @@ def training_parts(backbone: str, size: int, device, sizes: Sizes) -> list[str]:
 
     batches = training._batches(rig.samples, rig.cfg, np.random.default_rng(0), device)
     parts = [rig.bare(steps, device),
-             loop(lambda: (training.network_inputs(raw, device), rig.y)),
-             loop(lambda: (training.augment(training.network_inputs(raw, device),
-                                            {"s": None}, gen, aug["flip"], aug["rotate"],
-                                            aug["crop"]), rig.y)),
-             loop(drawn),
+             rig.loop(steps, device, lambda: (training.network_inputs(raw, device), rig.y)),
+             rig.loop(steps, device, lambda: (training.augment(
+                 training.network_inputs(raw, device), {"s": None}, gen, aug["flip"],
+                 aug["rotate"], aug["crop"]), rig.y)),
+             rig.loop(steps, device, drawn),
              rig.fit(steps, device)]
     try:
         ms = [1e3 * best_time(part, sizes.repeat, sync) / steps for part in parts]

@@ -47,10 +47,11 @@ def test_start_up_is_timed_for_scripts_whose_imports_carry_comments():
     assert 0 < seconds < 60
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: bench-gpu would measure")
-def test_bench_gpu_exits_0_and_writes_nothing_without_cuda(tmp_path):
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: it would measure")
+@pytest.mark.parametrize("module", ["bench_gpu", "profile_gpu"])
+def test_gpu_benchmarks_exit_0_and_write_nothing_without_cuda(tmp_path, module):
     out = tmp_path / "GPU.md"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.bench_gpu", "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--out", str(out)],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "no CUDA device; nothing measured" in result.stdout
@@ -118,14 +119,4 @@ def test_profile_gpu_check_runs_every_section_on_the_cpu(tmp_path):
     schedules = [r for r in tvl1 if r[:3].strip("| ").isdigit()]
     # every stopping schedule gives the default's flows: stopped pairs keep their values
     assert len(schedules) == 6 and all(r.endswith("| equal |") for r in schedules), schedules
-    assert not out.exists()
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: it would measure")
-def test_profile_gpu_exits_0_and_writes_nothing_without_cuda(tmp_path):
-    out = tmp_path / "GPU-PROFILE.md"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.profile_gpu", "--out", str(out)],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "no CUDA device; nothing measured" in result.stdout
     assert not out.exists()
