@@ -37,9 +37,9 @@ def bare(method, params, data) -> None:
         hs = dict(params)
         backend, device = flow.resolve_backend(hs.pop("backend"))
         set_threads(1, opencv=1)  # torch, if the backend just imported it: one thread
-        for gray, pairs in data:
-            for i in range(0, len(pairs), 64):
-                k = pairs[i:i + 64]
+        for gray, pairs in data:  # in the stage's calls: its batch, split evenly
+            batch = flow.pairs_per_batch(method, backend, device, gray.shape[1:])
+            for k in np.array_split(pairs, -(-len(pairs) // batch)):
                 flow.horn_schunck(gray[k[:, 0]], gray[k[:, 1]], backend, device, **hs)
         return
     if method == "farneback":

@@ -366,8 +366,8 @@ def flows(device, sizes: Sizes, reference: dict) -> list[Figure]:
                                target=f">= {target:,} pairs/s" if default else "",
                                met=rate >= target if default else None))
     for side, target in ((112, 1000), (227, 300)):
-        n = flow.pairs_per_batch("tvl1", str(device), (side, side)) if device.type == "cuda" \
-            else sizes.flow_pairs
+        n = flow.pairs_per_batch("tvl1", "torch", str(device), (side, side)) \
+            if device.type == "cuda" else sizes.flow_pairs
         prev, nxt = textures(n, side)
         for compiled in variants:
             run = lambda k=n: tvl1.tvl1(prev[:k], nxt[:k], device=str(device),  # noqa: E731

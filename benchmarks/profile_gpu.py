@@ -183,8 +183,8 @@ def tvl1_schedules(device, sizes: Sizes) -> list[str]:
 
     from vfer import flow, tvl1
 
-    n = flow.pairs_per_batch("tvl1", str(device), (112, 112)) if device.type == "cuda" \
-        else sizes.flow_pairs
+    n = flow.pairs_per_batch("tvl1", "torch", str(device), (112, 112)) \
+        if device.type == "cuda" else sizes.flow_pairs
     prev, nxt = textures(n, 112)
     sync, key = synchronised(device), device.type
     default = tvl1._SCHEDULE[key]

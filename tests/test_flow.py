@@ -103,6 +103,25 @@ def test_flow_backends_resolve_to_the_cpu_implementations_without_cuda():
         flow.backend_of("tvl1", {"backend": "numpy"})
 
 
+def test_batched_solvers_take_equal_calls_of_at_most_a_batch(monkeypatch):
+    """30 pairs in batches of at most 20: two calls of 15, the same flows as one call; padding
+    pairs (a frame with itself) are not computed. On the host a call holds CPU_PIXELS pixels."""
+    img, moved, _ = known_motion("translation")
+    gray = np.stack([img, moved] * 16)
+    pairs = np.array([[k, k + 1] for k in range(30)] + [[3, 3]])
+    whole = flow.compute_flows(gray, pairs, "horn_schunck", {"backend": "numpy"}, batch=64)
+    sizes, solve = [], flow.horn_schunck
+    monkeypatch.setattr(flow, "horn_schunck",
+                        lambda a, b, *args, **kw: sizes.append(len(a)) or solve(a, b, *args, **kw))
+    split = flow.compute_flows(gray, pairs, "horn_schunck", {"backend": "numpy"}, batch=20)
+    assert sizes == [15, 15]
+    np.testing.assert_allclose(split, whole, atol=1e-6)
+    assert not split[-1].any()
+    for backend, shape in (("numpy", (112, 112)), ("torch", (227, 227)), ("torch", (1024, 1024))):
+        n = flow.pairs_per_batch("horn_schunck", backend, None, shape)
+        assert n == max(1, flow.CPU_PIXELS[backend] // (shape[0] * shape[1]))
+
+
 def test_videos_are_grouped_up_to_a_batch_of_pairs():
     assert flow.group_videos([3, 2, 5, 1, 7, 2], 6) == [[0, 1], [2, 3], [4], [5]]
     assert flow.group_videos([], 6) == []
