@@ -33,23 +33,31 @@ BACKBONE_RATES = [("small_cnn", "fc"), ("alexnet", "fc7"), ("resnet18", "pool"),
                   ("resnet50", "pool"), ("vgg16", "fc6"), ("c3d", "fc")]
 
 
+def images(*shape: int, device) -> torch.Tensor:
+    """Random (..., 3, H, W) images in the memory format the stages give the networks
+    (training.network_inputs): channels-last, i.e. a permuted (..., H, W, 3) array."""
+    *lead, c, h, w = shape
+    return torch.rand(*lead, h, w, c, device=device).movedim(-1, -3)
+
+
 def bare_training(model: dict, n_classes: int, info: dict, device) -> None:
-    """The torch calls of a training run: its steps and validation passes, on random tensors."""
+    """The torch calls of a training run: its steps and validation passes, on random tensors,
+    with the network and images in the stage's memory formats."""
     cfg = model["train"]
-    network = Network(model["network"], n_classes).to(device).train()
+    network = training.channels_last(Network(model["network"], n_classes).to(device).train())
     opt = OPTIMIZERS.build(cfg["optimizer"], network.parameters(), cfg)
     loss_fn = nn.CrossEntropyLoss()
     (branch,) = model["network"]["branches"]
     side, batch = branch["size"], cfg["batch_size"]
-    x = {branch["name"]: torch.rand(batch, cfg["sample_steps"] or branch["steps"], 3, side,
-                                    side, device=device)}
+    x = {branch["name"]: images(batch, cfg["sample_steps"] or branch["steps"], 3, side, side,
+                                device=device)}
     y = torch.randint(0, n_classes, (batch,), device=device)
     for _ in range(info["steps_run"]):
         loss = loss_fn(network(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    val = torch.rand(info["validation_segments"], branch["steps"], 3, side, side, device=device)
+    val = images(info["validation_segments"], branch["steps"], 3, side, side, device=device)
     with torch.no_grad():
         network.eval()
         for _ in range(len(info["val_loss"])):
@@ -57,18 +65,19 @@ def bare_training(model: dict, n_classes: int, info: dict, device) -> None:
                 network({branch["name"]: val[i:i + batch]}).float().cpu()
 
 
-def bare_forward(model: dict, n_classes: int, per_video: list[int], device) -> None:
-    """The forward passes of an extraction: each video's segments, in the stage's batches."""
-    network = Network(model["network"], n_classes).to(device).eval()
+def bare_forward(model: dict, n_classes: int, segments: int, device) -> None:
+    """The forward passes of an extraction: its segments in the stage's batches (which span
+    videos) and memory formats, the features and probabilities back on the host."""
+    network = training.channels_last(Network(model["network"], n_classes).to(device).eval())
     (branch,) = model["network"]["branches"]
     side, steps = branch["size"], branch["steps"]
     per_batch = max(1, features.EXTRACT_PIXELS.get(device.type, 1 << 19) // (side * side * steps))
-    x = torch.rand(max(per_video), steps, 3, side, side, device=device)
+    x = images(min(per_batch, segments), steps, 3, side, side, device=device)
     with torch.no_grad():
-        for n in per_video:
-            for i in range(0, n, per_batch):
-                f, _ = network.features_and_logits({branch["name"]: x[i:min(i + per_batch, n)]})
-                f.float().cpu()
+        for i in range(0, segments, per_batch):
+            f, logits = network.features_and_logits({branch["name"]: x[:min(per_batch,
+                                                                            segments - i)]})
+            f.float().cpu(), torch.softmax(logits.float(), dim=1).cpu()
 
 
 def forward_rate(name: str, tap: str, device, batch: int) -> float:
@@ -115,7 +124,7 @@ def measure(run: Path, backbones: bool = True, repeat: int = 2) -> list[Row]:
                                              device, str(Path(tmp) / "f.h5"), {}, model_out,
                                              info_out))
             extract_bare = min(extract_bare, timed(bare_forward, model, len(classes),
-                                                   list(per_video.values()), device))
+                                                   segments, device))
     hardware = torch.cuda.get_device_name(0) if device.type == "cuda" else \
         f"CPU {platform.machine()}, 1 thread"
     (branch,) = model["network"]["branches"]
