@@ -118,5 +118,5 @@ def test_profile_gpu_check_runs_every_section_on_the_cpu(tmp_path):
     tvl1 = lines[lines.index("## TV-L1 112 x 112, stopping checks"):]
     schedules = [r for r in tvl1 if r[:3].strip("| ").isdigit()]
     # every stopping schedule gives the default's flows: stopped pairs keep their values
-    assert len(schedules) == 6 and all(r.endswith("| equal |") for r in schedules), schedules
+    assert len(schedules) == 7 and all(r.endswith("| equal |") for r in schedules), schedules
     assert not out.exists()

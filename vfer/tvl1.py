@@ -19,8 +19,10 @@ filtering, written step for step after opencv_contrib's ``optflow/src/tvl1flow.c
 Batching: each pair keeps its own stopping test, as if computed alone: a pair that stops keeps
 its values exactly (masked updates) while the others go on, and the stopped pairs leave the
 working batch (their variables are written back) once they are a quarter of it (on the CPU: at
-once). The test reads the pairs still iterating on the host, a device sync, every 4 iterations
-on CUDA (every iteration on the CPU).
+once). The host reads how many pairs still iterate every 4 iterations on CUDA (every iteration
+on the CPU) to end the loop or shrink the batch; on CUDA that count is copied back without
+waiting and read at the next check, so that the device's queue never runs empty at a check
+(the pairs' own stopping is decided on the device, so reading late changes no flow).
 
 Fusion: on CUDA (where Triton can build its kernels, runtime.triton_can_build) the warp, the
 median filter and the iteration each run as one torch.compile'd function (dynamic shapes: one
@@ -44,6 +46,7 @@ mean EPE between OpenCV's flow and this one is ~0.01-0.02 px on 112 x 112 demo f
 
 from __future__ import annotations
 
+import collections
 import functools
 
 import numpy as np
@@ -200,10 +203,29 @@ def _step(u, px, py, ixy, rho_c, grad, active, ux, uy, l_t, theta, taut, stop) -
     active.logical_and_(err > stop)
 
 
-#: Between stopping checks (each a host sync on CUDA), iterations; and the share of the working
-#: batch still iterating under which the stopped pairs leave it (a copy of the working batch).
+#: Per device type: iterations between checks of how many pairs still iterate; the share of the
+#: working batch still iterating under which the stopped pairs leave it (a copy of the working
+#: batch); and by how many checks the host's reading of the count lags (0: the host waits for
+#: the device at each check; 1: it reads the previous check's count, copied back meanwhile).
 #: On the CPU a check costs nothing and a stopped pair costs its full compute until it leaves.
-_SCHEDULE = {"cpu": (1, 1.0), "cuda": (4, 0.75)}
+_SCHEDULE = {"cpu": (1, 1.0, 0), "cuda": (4, 0.75, 1)}
+
+
+def _active_count(active: torch.Tensor):
+    """A function that returns how many of ``active`` are true: on CUDA the count is copied to
+    page-locked memory without waiting, and the function waits only for that copy."""
+    if active.device.type != "cuda":
+        n = int(active.sum())
+        return lambda: n
+    host = torch.empty((), dtype=torch.int64, pin_memory=True)
+    host.copy_(active.sum(), non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+
+    def read() -> int:
+        copied.synchronize()
+        return int(host)
+    return read
 
 
 @functools.lru_cache
@@ -222,7 +244,7 @@ def _one_scale(i0, i1, u, tau, lambda_, theta, warps, epsilon, inner_iterations,
     initial flow; returns the flow."""
     b, _, h, w = i0.shape
     warp_terms, median, step = _kernels(compiled)
-    every, share = _SCHEDULE.get(u.device.type, _SCHEDULE["cuda"])
+    every, share, lag = _SCHEDULE.get(u.device.type, _SCHEDULE["cuda"])
     network = _median_network(median_filtering * median_filtering)
     stop = float(np.float32(epsilon * epsilon * h * w))
     l_t, taut = float(np.float32(lambda_ * theta)), float(np.float32(tau / theta))
@@ -234,22 +256,29 @@ def _one_scale(i0, i1, u, tau, lambda_, theta, warps, epsilon, inner_iterations,
         idx, work = None, [u, px, py, *warp_terms(target, u, i0)]
         active = torch.ones(b, dtype=torch.bool, device=u.device)
         buffers = [torch.zeros_like(u), torch.zeros_like(u)]
+        counts = collections.deque()  # of checks not yet read (_active_count)
         for it in range(outer_iterations * inner_iterations):
             if it % inner_iterations == 0 and median_filtering > 1:
                 median(work[0], median_filtering, network, active)
             step(*work, active, *buffers, l_t, theta, taut, stop)
             if (it + 1) % every:
                 continue
-            left = int(active.sum())  # a host sync on CUDA
-            if not left:
+            counts.append(_active_count(active))
+            if len(counts) <= lag:
+                continue
+            left = counts.popleft()()  # pairs iterating ``lag`` checks ago, at least as many
+            if not left:  # as now; none: the iterations since changed nothing
                 break
             if left < share * len(active):
                 if idx is not None:
                     u[idx], px[idx], py[idx] = work[:3]
-                keep = active.nonzero()[:, 0]
+                keep = active.nonzero()[:, 0]  # a host sync on CUDA
+                if not len(keep):
+                    break
                 idx = keep if idx is None else idx[keep]
                 work, active = [t[keep] for t in work], active[keep]
                 buffers = [torch.zeros_like(work[0]), torch.zeros_like(work[0])]
+                counts.clear()  # counts of the batch before
         if idx is not None:
             u[idx], px[idx], py[idx] = work[:3]
     return u
