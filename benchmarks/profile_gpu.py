@@ -12,6 +12,8 @@ Where torch sees no CUDA device it says so and exits 0, writing nothing. Section
   fit draws them (``_batches``, the store placed as fit places it), and ``fit`` itself;
 - fit's operations, from torch.profiler over fit's steps: per step, calls, host time and
   device time of the operations that take the most host time, and the device's busy share;
+- where fit's steps make the host wait for the device (torch's CUDA sync debug mode): each
+  calling line and its count;
 - a host-to-device copy of 64 sample indices, with the device's queue full: host time per
   call through page-locked memory (``training.upload``) and from pageable memory, and whether
   the host waited for the queue;
@@ -26,8 +28,10 @@ Where torch sees no CUDA device it says so and exits 0, writing nothing. Section
 from __future__ import annotations
 
 import argparse
+import collections
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +112,35 @@ def fit_operations(device, sizes: Sizes, top: int = 15) -> list[str]:
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:
         lines.append(f"| {e.key} | {e.count / steps:.1f} | {e.self_cpu_time_total / steps:.1f}"
                      f" | {e.self_device_time_total / steps:.1f} |")
+    return lines
+
+
+def fit_syncs(device, sizes: Sizes, steps: int = 20) -> list[str]:
+    """Where ``steps`` of fit make the host wait for the device: torch's CUDA sync debug mode
+    set to "warn" over the run; each place (the Python line that called the operation) and its
+    count."""
+    import warnings
+
+    import torch
+
+    backbone, size = TRAINED[0]
+    run = training_rig(backbone, size, device, sizes).fit(steps, device)
+    run()
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    places = collections.Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught
+                                 if "synchroniz" in str(w.message))
+    lines = [f"{backbone} {size}, batch {sizes.train_batch}: {steps} steps of fit with one "
+             f"read of the losses at the end; {sum(places.values())} synchronising calls.", ""]
+    if places:
+        lines += ["| place | calls |", "|---|---|"]
+        lines += [f"| {place} | {n} |" for place, n in places.most_common()]
     return lines
 
 
@@ -233,9 +266,15 @@ def measure(device, sizes: Sizes, trained: list[tuple[str, int]]) -> list[str]:
                 ("Horn-Schunck 112 x 112", lambda: horn_schunck_parts(device, sizes)),
                 ("TV-L1 112 x 112, stopping checks", lambda: tvl1_schedules(device, sizes))]
     if device.type == "cuda":
-        sections.insert(1, ("Small host-to-device copies", lambda: small_uploads(device)))
+        sections[1:1] = [("Where fit waits for the device", lambda: fit_syncs(device, sizes)),
+                         ("Small host-to-device copies", lambda: small_uploads(device))]
     for title, fn in sections:
-        part = ["", f"## {title}", "", *fn()]
+        try:
+            found = fn()
+        except Exception as exc:  # one section's failure must not lose the others' figures
+            traceback.print_exc()
+            found = [f"failed: {type(exc).__name__}: {exc}"]
+        part = ["", f"## {title}", "", *found]
         print("\n".join(part), flush=True)
         lines += part
     return lines

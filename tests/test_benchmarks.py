@@ -115,6 +115,7 @@ def test_profile_gpu_check_runs_every_section_on_the_cpu(tmp_path):
                     "## TV-L1 112 x 112, stopping checks"):
         assert section in lines
     assert "| aten::convolution_backward |" in result.stdout
+    assert not [r for r in lines if r.startswith("failed:")], result.stderr
     tvl1 = lines[lines.index("## TV-L1 112 x 112, stopping checks"):]
     schedules = [r for r in tvl1 if r[:3].strip("| ").isdigit()]
     # every stopping schedule gives the default's flows: stopped pairs keep their values
