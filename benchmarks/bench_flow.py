@@ -39,7 +39,7 @@ def bare(method, params, data) -> None:
         set_threads(1, opencv=1)  # torch, if the backend just imported it: one thread
         for gray, pairs in data:  # in the stage's calls: its batch, split evenly
             batch = flow.pairs_per_batch(method, backend, device, gray.shape[1:])
-            for k in np.array_split(pairs, -(-len(pairs) // batch)):
+            for k in flow.equal_calls(pairs, batch):
                 flow.horn_schunck(gray[k[:, 0]], gray[k[:, 1]], backend, device, **hs)
         return
     if method == "farneback":

@@ -311,11 +311,14 @@ def compute_flows(gray: np.ndarray, pairs: np.ndarray, name: str, params: Mappin
         solve = lambda a, b: horn_schunck(a, b, backend, device, **params)  # noqa: E731
     batch = batch or pairs_per_batch(name, backend, device, gray.shape[1:])
     out = np.zeros((len(pairs),) + gray.shape[1:] + (2,), np.float32)
-    todo = np.flatnonzero(pairs[:, 0] != pairs[:, 1])
-    calls = -(-len(todo) // batch)  # of at most ``batch`` pairs, equal in size
-    for k in np.array_split(todo, calls) if calls else ():
+    for k in equal_calls(np.flatnonzero(pairs[:, 0] != pairs[:, 1]), batch):
         out[k] = solve(gray[pairs[k, 0]], gray[pairs[k, 1]])
     return out
+
+
+def equal_calls(items: np.ndarray, batch: int) -> list[np.ndarray]:
+    """``items`` in the fewest calls of at most ``batch``, equal in size (to one item)."""
+    return np.array_split(items, -(-len(items) // batch)) if len(items) else []
 
 
 #: Peak bytes per pixel of a pair in the batched torch solvers (images, flow, every temporary),
@@ -447,8 +450,8 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
     maps need the whole sequence). The torch backends compute the pairs of consecutive videos
     together, up to pairs_per_batch of them (OpenCV and numpy: one video at a time). The next
     videos' flows are computed while the current ones are written. The ``backend`` attr
-    records [backend, torch device or null]. A shard whose computed pairs all have exactly zero flow raises
-    NoFlowError (and leaves no file): its flow images would carry no motion.
+    records [backend, torch device or null]. A shard whose computed pairs all have exactly zero
+    flow raises NoFlowError (and leaves no file): its flow images would carry no motion.
     """
     from vfer.runtime import progress, set_threads
     from vfer.store import FacesFile, FlowFile, SegmentsFile
