@@ -366,3 +366,21 @@ def test_optimizers_update_as_torch_optim_does(name, reference):
             opt.step()
         for a, b in zip(nets[0].parameters(), nets[1].parameters()):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "adadelta"])
+def test_optimizer_state_is_made_once_per_parameter(name):
+    """A parameter's state (Adam's two moments: two parameter-sized tensors) is made at its
+    first gradient only, not built again and thrown away at every step."""
+    from vfer.nets.registry import OPTIMIZERS
+
+    net = torch.nn.Linear(3, 2)
+    opt = OPTIMIZERS.build(name, net.parameters(), {"lr": 0.1, "weight_decay": 0.0,
+                                                    "momentum": 0.9})
+    made, new_state = [], opt.new_state
+    opt.new_state = lambda p: made.append(p) or new_state(p)
+    for _ in range(4):
+        opt.zero_grad()
+        net(torch.randn(4, 3)).sum().backward()
+        opt.step()
+    assert len(made) == 2 and {id(p) for p in made} == {id(p) for p in net.parameters()}

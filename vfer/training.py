@@ -69,7 +69,10 @@ class Optimizer:
         grads = [p.grad for p in params]
         if self.weight_decay:
             grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
-        states = [self.state.setdefault(id(p), self.new_state(p)) for p in params]
+        for p in params:  # not setdefault: it would build a new state at every step
+            if id(p) not in self.state:
+                self.state[id(p)] = self.new_state(p)
+        states = [self.state[id(p)] for p in params]
         self.update(params, grads, states)
 
     def new_state(self, p: torch.Tensor) -> dict:
