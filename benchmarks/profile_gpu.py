@@ -60,20 +60,20 @@ def training_parts(backbone: str, size: int, device, sizes: Sizes) -> list[str]:
     batch = sizes.train_batch
     raw = {"s": training.upload(np.random.default_rng(1).integers(
         0, 256, (batch, 1, size, size, 3), dtype=np.uint8), device)}
-    gen = torch.Generator().manual_seed(0)
+    draws = training.augment_draws(torch.Generator().manual_seed(0), batch, aug["flip"],
+                                   aug["rotate"], aug["crop"], device, training.CHUNK)
     training.place_on_device(rig.samples, device)
 
     def drawn():
         inputs, zeros, y = next(batches)
-        return training.augment(training.network_inputs(inputs, device), zeros, gen,
-                                aug["flip"], aug["rotate"], aug["crop"]), y
+        return training.augment(training.network_inputs(inputs, device), zeros,
+                                next(draws)), y
 
     batches = training._batches(rig.samples, rig.cfg, np.random.default_rng(0), device)
     parts = [rig.bare(steps, device),
              rig.loop(steps, device, lambda: (training.network_inputs(raw, device), rig.y)),
              rig.loop(steps, device, lambda: (training.augment(
-                 training.network_inputs(raw, device), {"s": None}, gen, aug["flip"],
-                 aug["rotate"], aug["crop"]), rig.y)),
+                 training.network_inputs(raw, device), {"s": None}, next(draws)), rig.y)),
              rig.loop(steps, device, drawn),
              rig.fit(steps, device)]
     try:

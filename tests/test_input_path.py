@@ -200,6 +200,19 @@ def test_stored_batches_are_the_batches_read_from_the_sources_on_host_or_device(
             assert got_zeros["rgb"] is None and got_zeros["vec"] is None
             np.testing.assert_array_equal(got_y, want_y)
         assert isinstance(placed.batch(idx, steps)[0]["rgb"], torch.Tensor)
+    draws = [(rng.integers(0, len(stored), 7), None if sample_steps is None else np.sort(
+        np.stack([rng.choice(3, sample_steps, replace=False) for _ in range(7)]), axis=1))
+        for _ in range(5)]
+    gathered = list(placed.gathered(iter(draws), 2))  # chunks of 2, 2 and 1 batches
+    assert len(gathered) == 5
+    for (got, got_zeros, got_y), drawn in zip(gathered, draws):
+        want, want_zeros, want_y = read.batch(*drawn)
+        for b in sources:
+            np.testing.assert_array_equal(got[b].numpy(), want[b])
+        np.testing.assert_array_equal(got_zeros["flow"].numpy(), want_zeros["flow"])
+        assert got_zeros["rgb"] is None and got_zeros["vec"] is None
+        assert isinstance(got_y, torch.Tensor)
+        np.testing.assert_array_equal(got_y.numpy(), want_y)
 
 
 def test_only_a_stored_set_is_placed_and_only_on_cuda():
@@ -283,7 +296,7 @@ def test_validation_loss_is_the_mean_cross_entropy(tmp_path):
 def test_augment_takes_zero_levels_as_arrays_or_tensors():
     x = torch.rand(4, 2, 3, 6, 6)
     zeros = np.full((4, 2, 2), 0.4, np.float32)
-    a = training.augment({"f": x}, {"f": zeros}, torch.Generator().manual_seed(3), True, 4.0, 0.9)
-    b = training.augment({"f": x}, {"f": torch.from_numpy(zeros)},
-                         torch.Generator().manual_seed(3), True, 4.0, 0.9)
+    draw = next(training.augment_draws(torch.Generator().manual_seed(3), 4, True, 4.0, 0.9, CPU))
+    a = training.augment({"f": x}, {"f": zeros}, draw)
+    b = training.augment({"f": x}, {"f": torch.from_numpy(zeros)}, draw)
     assert torch.equal(a["f"], b["f"]) and not torch.equal(a["f"], x)

@@ -137,9 +137,9 @@ def test_one_flip_is_applied_to_every_branch_and_negates_x_flow_about_its_zero()
     inputs = {"rgb": normalised(x), "flow": normalised(x), "dyn": normalised(x[:, :1])}
     zeros = {"rgb": None, "flow": np.full((2, 3, 2), 0.5, np.float32),
              "dyn": np.full((2, 1, 2), 0.25, np.float32)}
-    gen = torch.Generator().manual_seed(0)
+    draws = training.augment_draws(torch.Generator().manual_seed(0), 2, True, 0.0, 1.0, CPU)
     while True:  # draw until the first sample is flipped and the second is not
-        out = training.augment(inputs, zeros, gen, True, 0.0, 1.0)
+        out = training.augment(inputs, zeros, next(draws))
         if not torch.equal(out["rgb"][0], inputs["rgb"][0]) and \
                 torch.equal(out["rgb"][1], inputs["rgb"][1]):
             break
@@ -187,15 +187,33 @@ def test_rotation_crop_and_flip_are_one_resampling_equal_to_the_plain_steps():
     rgb = torch.from_numpy(rng.random((6, 3, 3, 10, 12), dtype=np.float32))
     flow = torch.from_numpy(rng.random((6, 2, 3, 10, 12), dtype=np.float32))
     zeros = rng.uniform(0.4, 0.6, (6, 2, 2)).astype(np.float32)
+    draw = next(training.augment_draws(torch.Generator().manual_seed(5), 6, True, 10.0, 0.8,
+                                       CPU))
     out = training.augment({"rgb": normalised(rgb), "flow": normalised(flow)},
-                           {"rgb": None, "flow": zeros}, torch.Generator().manual_seed(5),
-                           True, 10.0, 0.8)
+                           {"rgb": None, "flow": zeros}, draw)
     expected_rgb, flipped = reference_augment(rgb, None, 5, 10.0, 0.8)
     expected_flow, _ = reference_augment(flow, zeros, 5, 10.0, 0.8)
     assert 0 < flipped.sum() < len(flipped)
     torch.testing.assert_close(intensities(out["rgb"]), expected_rgb, rtol=0, atol=1e-5)
     torch.testing.assert_close(intensities(out["flow"]), expected_flow, rtol=0, atol=1e-5)
     assert out["rgb"].flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("flip, rotate, crop", [(True, 10.0, 0.8), (True, 0.0, 1.0),
+                                                (False, 5.0, 1.0)])
+def test_augmentation_drawn_in_chunks_is_drawn_batch_by_batch(flip, rotate, crop):
+    """Drawing several batches' augmentation at once (one copy to the device) gives each
+    batch the draws it gets drawn alone, in the same order."""
+    def draws(chunk):
+        it = training.augment_draws(torch.Generator().manual_seed(2), 5, flip, rotate, crop,
+                                    CPU, chunk)
+        return [next(it) for _ in range(7)]
+
+    for one, chunked in zip(draws(1), draws(3)):
+        assert one.resample == chunked.resample == (rotate > 0 or crop < 1)
+        assert one.any_flip == chunked.any_flip == bool(one.flipped.any())
+        assert torch.equal(one.flipped, chunked.flipped) and torch.equal(one.theta, chunked.theta)
+    assert len({(str(d.flipped.flatten().tolist()), d.theta.sum().item()) for d in draws(3)}) > 1
 
 
 def test_channels_last_keeps_large_kernels_channels_first_and_the_values():

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import json
 import logging
 import math
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -315,20 +317,50 @@ class SampleSet:
         ``steps`` (B x k positions < aligned_steps()) picks the same time steps in every branch
         with more than one step; None takes all. Items and zero levels are host arrays, or
         tensors on the device the store was placed on."""
+        if self._store is None:
+            read = {b: self._read(b, idx, steps) for b in self.sources}
+            return ({b: r[0] for b, r in read.items()}, {b: r[1] for b, r in read.items()},
+                    self.labels[idx])
+        placed = self.placed_on()
+        picks = {b: self._rows(b, idx, steps) for b in self.sources}
+        if placed is not None:
+            picks = {b: upload(pick, placed) for b, pick in picks.items()}
+        return (*self._gather(picks), self.labels[idx])
+
+    def gathered(self, draws: Iterator[tuple[np.ndarray, np.ndarray | None]],
+                 chunk: int) -> Iterator[tuple]:
+        """The batches of ``draws`` ((idx, steps) as ``batch`` takes them) from a store placed
+        on a device, labels on the device too: the store's rows and the labels of ``chunk``
+        batches at a time cross to the device in one copy, and a batch is then one gather per
+        branch there."""
+        device = self.placed_on()
+        while True:
+            drawn = list(itertools.islice(draws, chunk))
+            if not drawn:
+                return
+            picks = [{b: self._rows(b, idx, steps) for b in self.sources} for idx, steps in drawn]
+            flat = np.stack([np.concatenate([p.ravel() for p in pick.values()] + [self.labels[idx]])
+                             for pick, (idx, _) in zip(picks, drawn)])
+            sizes = [p.size for p in picks[0].values()] + [len(drawn[0][0])]
+            for row in upload(flat, device):
+                *parts, labels = row.split(sizes)
+                yield (*self._gather({b: part.view(picks[0][b].shape)
+                                      for b, part in zip(self.sources, parts)}), labels)
+
+    def _rows(self, branch: str, idx: np.ndarray, steps: np.ndarray | None) -> np.ndarray:
+        """The store's rows of a batch's items (B x T) in one branch."""
+        pick = self._store[branch][2][idx]
+        if steps is not None and self.steps[branch] > 1:
+            pick = np.take_along_axis(pick, steps, axis=1)
+        return pick
+
+    def _gather(self, picks: Mapping[str, np.ndarray | torch.Tensor]) -> tuple[dict, dict]:
+        """({branch: items}, {branch: zero levels or None}) of the store's rows ``picks``."""
         inputs, zeros = {}, {}
-        for b in self.sources:
-            if self._store is None:
-                inputs[b], zeros[b] = self._read(b, idx, steps)
-                continue
-            items, zero, rows = self._store[b]
-            pick = rows[idx]
-            if steps is not None and self.steps[b] > 1:
-                pick = np.take_along_axis(pick, steps, axis=1)
-            if isinstance(items, torch.Tensor):
-                pick = upload(pick, items.device)
-            inputs[b] = items[pick]
-            zeros[b] = None if zero is None else zero[pick]
-        return inputs, zeros, self.labels[idx]
+        for b, pick in picks.items():
+            items, zero, _ = self._store[b]
+            inputs[b], zeros[b] = items[pick], None if zero is None else zero[pick]
+        return inputs, zeros
 
     def _read(self, branch: str, idx: np.ndarray, steps: np.ndarray | None):
         """(items (B, T, ...), zero levels or None) of a batch, read from the source."""
@@ -447,31 +479,51 @@ def _resample(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return out.view(b, t, c, h, w).permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
 
 
+class Draw(NamedTuple):
+    """One batch's augmentation (augment_draws): whether it resamples (a rotation or crop is
+    configured) and flips any sample; per sample, flipped (n, 1, 1, 1) and the affine map
+    (n, 2, 3) of _flip_and_affine, on the device."""
+
+    resample: bool
+    any_flip: bool
+    flipped: torch.Tensor
+    theta: torch.Tensor
+
+
+def augment_draws(generator: torch.Generator, n: int, flip: bool, rotate: float, crop: float,
+                  device: torch.device, chunk: int = 1) -> Iterator[Draw]:
+    """The augmentation of batches of ``n`` samples: one random horizontal flip, rotation (up
+    to ``rotate`` degrees) and crop (``crop``..1 of the side) per sample, drawn on the host from
+    ``generator`` and moved to ``device`` ``chunk`` batches at a time (one copy); the same
+    draws, batch after batch, whatever the chunk."""
+    resample = rotate > 0 or crop < 1
+    while True:
+        flipped, theta = _flip_and_affine(n * chunk, generator, flip, rotate, crop)
+        any_flip = flipped.view(chunk, n).any(1).tolist()
+        both = upload(torch.cat([theta.flatten(1), flipped[:, None].to(theta.dtype)], 1), device)
+        thetas, flips = both[:, :6].view(chunk, n, 2, 3), (both[:, 6] > 0.5).view(chunk, n, 1, 1, 1)
+        for k in range(chunk):
+            yield Draw(resample, any_flip[k], flips[k], thetas[k])
+
+
 def augment(inputs: dict[str, torch.Tensor], zeros: Mapping[str, np.ndarray | torch.Tensor | None],
-            generator: torch.Generator, flip: bool, rotate: float, crop: float) -> dict:
-    """One random horizontal flip, rotation (up to ``rotate`` degrees) and crop (``crop``..1
-    of the side) per sample, the same for every image branch and time step, of normalised
-    inputs (network_inputs). With a rotation or crop, the flip is part of one bilinear
+            draw: Draw) -> dict:
+    """``draw`` (augment_draws) applied to normalised inputs (network_inputs), the same for
+    every image branch and time step. With a rotation or crop, the flip is part of one bilinear
     resampling; without, a mirror. A flip negates the x flow of flow inputs about its zero
     level z (``zeros``: (B, T, 2) in [0, 1], as SampleSet gives them): x -> 2z - x in
     intensities, the same in normalised values. Flow vectors are not rotated: a few degrees
-    change them by a few percent. Vector inputs are left as they are. The draws come from
-    ``generator`` on the host; nothing waits for the device."""
-    n = next(iter(inputs.values())).shape[0]
-    flipped, theta = _flip_and_affine(n, generator, flip, rotate, crop)
-    resample, any_flip = rotate > 0 or crop < 1, bool(flipped.any())
-    out, on_device = {}, {}
+    change them by a few percent. Vector inputs are left as they are. Nothing waits for the
+    device."""
+    out = {}
     for b, x in inputs.items():
-        if x.ndim != 5 or not (resample or any_flip):
+        if x.ndim != 5 or not (draw.resample or draw.any_flip):
             out[b] = x
             continue
-        if x.device not in on_device:  # one host-to-device copy per device and batch
-            both = upload(torch.cat([theta.flatten(1), flipped[:, None].to(theta.dtype)], 1),
-                          x.device)
-            on_device[x.device] = both[:, :6].view(n, 2, 3), both[:, 6].view(n, 1, 1, 1) > 0.5
-        th, f = on_device[x.device]
-        x = _resample(x, th.to(x.dtype)) if resample else torch.where(f[:, None], x.flip(-1), x)
-        if any_flip and zeros.get(b) is not None:
+        f = draw.flipped
+        x = (_resample(x, draw.theta.to(x.dtype)) if draw.resample
+             else torch.where(f[:, None], x.flip(-1), x))
+        if draw.any_flip and zeros.get(b) is not None:
             mean, std = (s[0, 0, 0] for s in _statistics(x.device, x.dtype)[:2])
             z = (upload(zeros[b], x.device)[..., 0].to(x.dtype) - mean) / std  # (B, T)
             x[:, :, 0] = torch.where(f, 2 * z[..., None, None] - x[:, :, 0], x[:, :, 0])
@@ -570,19 +622,26 @@ def _moved(batches: Iterator, samples: SampleSet, device: torch.device) -> Itera
     return (_map(lambda a: upload(a, device), batch) for batch in batches)
 
 
+#: Training batches whose draws (samples, time steps, augmentation) are made and moved to
+#: the device together: one copy per chunk instead of a few small ones per step.
+CHUNK = 32
+
+
 def _batches(samples: SampleSet, cfg: dict, rng: np.random.Generator,
              device: torch.device) -> Iterator:
-    """Random training batches (inputs, zero levels, labels) as tensors on ``device`` (_moved),
-    drawn in order from ``rng``."""
-
+    """Random training batches (inputs, zero levels, labels) as tensors on ``device``, drawn
+    in order from ``rng``: prefetched from the host (prefetch), or gathered CHUNK at a time
+    from a store on the device (SampleSet.gathered)."""
     k, aligned = cfg["sample_steps"], samples.aligned_steps()
 
-    def make():
+    def draws():
         while True:
             idx = rng.integers(0, len(samples), cfg["batch_size"])
-            yield samples.batch(idx, _draw_steps(rng, len(idx), k, aligned))
+            yield idx, _draw_steps(rng, len(idx), k, aligned)
 
-    return _moved(make(), samples, device)
+    if samples.placed_on() is None:
+        return prefetch((samples.batch(*d) for d in draws()), device)
+    return samples.gathered(draws(), CHUNK)
 
 
 #: Share of the free device memory that a sample set's store may take on the device.
@@ -625,11 +684,12 @@ def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg
     history = {"loss": [], "val_loss": [], "best_step": None}
     best, best_loss, waited, losses = None, np.inf, 0, []
     batches = _batches(train_set, cfg, np.random.default_rng(seed), device)
+    draws = augment_draws(gen, cfg["batch_size"], aug["flip"], aug["rotate"], aug["crop"],
+                          device, CHUNK)
     try:
         for step in range(cfg["steps"]):
             inputs, zeros, y = next(batches)
-            x = augment(network_inputs(inputs, device), zeros, gen, aug["flip"], aug["rotate"],
-                        aug["crop"])
+            x = augment(network_inputs(inputs, device), zeros, next(draws))
             with autocast(device):
                 loss = loss_fn(network(x), y)
             opt.zero_grad()
