@@ -339,6 +339,9 @@ class SampleSet:
             if not drawn:
                 return
             picks = [{b: self._rows(b, idx, steps) for b in self.sources} for idx, steps in drawn]
+            shapes = {tuple(p.shape for p in pick.values()) for pick in picks}
+            if len(shapes) > 1:
+                raise ValueError(f"batches drawn together differ in shape: {sorted(shapes)}")
             flat = np.stack([np.concatenate([p.ravel() for p in pick.values()] + [self.labels[idx]])
                              for pick, (idx, _) in zip(picks, drawn)])
             sizes = [p.size for p in picks[0].values()] + [len(drawn[0][0])]
