@@ -116,16 +116,14 @@ class SGD(Optimizer):
         self.momentum = cfg["momentum"]
 
     def new_state(self, p: torch.Tensor) -> dict:
-        return {"buffer": None}
+        return {"buffer": torch.zeros_like(p) if self.momentum else None}
 
     def update(self, params, grads, states) -> None:
-        if self.momentum:
-            for s, g in zip(states, grads):
-                if s["buffer"] is None:
-                    s["buffer"] = g.detach().clone()
-                else:
-                    s["buffer"].mul_(self.momentum).add_(g)
-            grads = [s["buffer"] for s in states]
+        if self.momentum:  # from zero, the first step's buffer is the gradient itself
+            buffers = [s["buffer"] for s in states]
+            torch._foreach_mul_(buffers, self.momentum)
+            torch._foreach_add_(buffers, grads)
+            grads = buffers
         torch._foreach_add_(params, grads, alpha=-self.lr)
 
 
