@@ -203,10 +203,10 @@ def test_stored_batches_are_the_batches_read_from_the_sources_on_host_or_device(
     draws = [(rng.integers(0, len(stored), 7), None if sample_steps is None else np.sort(
         np.stack([rng.choice(3, sample_steps, replace=False) for _ in range(7)]), axis=1))
         for _ in range(5)]
+    idx, steps = draws[1]
+    smaller = (idx[:6], None if steps is None else steps[:6])
     with pytest.raises(ValueError, match="differ in shape"):  # never split a row wrongly
-        idx, steps = draws[1]
-        list(placed.gathered(iter([draws[0], (idx[:6], None if steps is None else steps[:6])]),
-                             2))
+        list(placed.gathered(iter([draws[0], smaller]), 2))
     gathered = list(placed.gathered(iter(draws), 2))  # chunks of 2, 2 and 1 batches
     assert len(gathered) == 5
     for (got, got_zeros, got_y), drawn in zip(gathered, draws):
