@@ -316,9 +316,10 @@ class SampleSet:
         with more than one step; None takes all. Items and zero levels are host arrays, or
         tensors on the device the store was placed on."""
         if self._store is None:
-            read = {b: self._read(b, idx, steps) for b in self.sources}
-            return ({b: r[0] for b, r in read.items()}, {b: r[1] for b, r in read.items()},
-                    self.labels[idx])
+            inputs, zeros = {}, {}
+            for b in self.sources:
+                inputs[b], zeros[b] = self._read(b, idx, steps)
+            return inputs, zeros, self.labels[idx]
         placed = self.placed_on()
         picks = {b: self._rows(b, idx, steps) for b in self.sources}
         if placed is not None:
