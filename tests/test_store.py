@@ -68,6 +68,29 @@ def test_a_failed_write_leaves_no_file(tmp_path):
     assert not path.exists() and not list(tmp_path.iterdir())
 
 
+def test_non_finite_features_are_an_error_written_or_read(tmp_path):
+    path = tmp_path / "features.h5"
+    nan = np.ones((3, 4), np.float32)
+    nan[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"features.h5: v1: 1 of the 12 values of its features "
+                                         r"are NaN or infinite"):
+        with FeaturesFile.create(path, {}) as f:
+            f.write_video("v0", np.ones((3, 4)), np.full((3, 2), 0.5))
+            f.write_video("v1", nan)
+    assert not path.exists()
+    with pytest.raises(ValueError, match="v0: 1 of the 6 values of its scores"):
+        with FeaturesFile.create(path, {}) as f:
+            f.write_video("v0", np.ones((3, 4)), np.array([[0.5, 0.5]] * 2 + [[np.inf, 0]]))
+    with FeaturesFile.create(path, {}) as f:  # a file from elsewhere: NaN past write_video
+        f.write_video("v0", np.ones((3, 4)))
+        f._write("v1", {"features": nan})
+    with FeaturesFile(path) as f:
+        assert f.features("v0").shape == (3, 4)
+        with pytest.raises(StageFileError, match="v1: 1 of the 12 values of its features"):
+            f.features("v1")
+    assert [(p.name, "NaN" in why) for p, why in check_tree(tmp_path)] == [("features.h5", True)]
+
+
 def test_flow_images_round_trip_and_inputs_group_them_by_segment(tmp_path):
     faces = faces_shard(tmp_path / "faces.h5", videos=("a",), frames=5)
     with SegmentsFile.create(tmp_path / "segments.h5", {}) as s:

@@ -331,20 +331,40 @@ class FeaturesFile(StageFile):
         """features S x D float32; scores S x K softmax probabilities (networks). gzip, not
         lzf: lzf's output depends on uninitialised memory, and features recomputed with the
         same values must give the same file, so that Snakemake's checksums of small inputs
-        spare the evaluations."""
-        self._write(video_id, {"features": np.asarray(features, np.float32),
-                               "scores": None if scores is None
-                               else np.asarray(scores, np.float32)},
-                    {"features": "gzip", "scores": "gzip"})
+        spare the evaluations. Raises ValueError on NaN or infinite values (a network whose
+        training diverged), which no classifier or normalisation may turn into numbers."""
+        arrays = {"features": np.asarray(features, np.float32),
+                  "scores": None if scores is None else np.asarray(scores, np.float32)}
+        for name, values in arrays.items():
+            if values is not None and not np.isfinite(values).all():
+                raise ValueError(self._not_finite(video_id, name, values))
+        self._write(video_id, arrays, {"features": "gzip", "scores": "gzip"})
+
+    def _not_finite(self, video_id: str, name: str, values: np.ndarray) -> str:
+        bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+        return (f"{self.path}: {video_id}: {bad} of the {values.size} values of its {name} "
+                "are NaN or infinite (a network whose training diverged?)")
+
+    def _finite(self, video_id: str, name: str) -> np.ndarray:
+        values = self._read(video_id, name)
+        if not np.isfinite(values).all():
+            raise StageFileError(f"{self._not_finite(video_id, name, values)}; {RECOVERY}")
+        return values
+
+    def check(self) -> None:
+        """Read every dataset once (checksums) and check that its values are finite."""
+        for video_id in self.videos():
+            for name in self._group(video_id):
+                self._finite(video_id, name)
 
     def features(self, video_id: str) -> np.ndarray:
-        return self._read(video_id, "features")
+        return self._finite(video_id, "features")
 
     def scores(self, video_id: str) -> np.ndarray:
         if not self._has(video_id, "scores"):
             raise StageFileError(f"{self.path}: no class scores (only trained networks "
                                  "write them)")
-        return self._read(video_id, "scores")
+        return self._finite(video_id, "scores")
 
     @property
     def has_scores(self) -> bool:
