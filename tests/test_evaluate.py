@@ -113,6 +113,21 @@ def test_inner_selection_never_sees_the_test_subjects(monkeypatch):
     assert seen[-1] == ({"S2", "S3", "S4", "S5"}, {"S0", "S1"})
 
 
+def test_a_test_subject_among_the_training_videos_is_refused_whatever_the_protocol():
+    streams, y, subjects = video_data()
+    test = np.flatnonzero(subjects == "S0")
+    train = np.setdiff1d(np.arange(len(y)), test[:1])  # S0's other videos train
+    exp = Experiment(Settings(C=(0.1, 1.0), inner_folds=2), 2)
+    with pytest.raises(ValueError, match="test subject 'S0' would take part in model selection"):
+        exp.fit_predict(exp.prepare(streams), y, subjects, train, test[:1])
+    split = np.where(np.arange(len(y)) == test[0], "test", "train")  # a predefined split
+    folds = pd.DataFrame({"video_id": [f"v{i}" for i in range(len(y))], "subject": subjects,
+                          "label": y, "fold": np.where(split == "test", 0, -1), "split": split})
+    with pytest.raises(ValueError, match="subject 'S0' is in the test set of fold 0 and in its "
+                                         "training set"):
+        evaluate.run(folds, {}, ["a", "b"], Settings())
+
+
 def test_score_fusion_weights_are_learned_on_the_simplex():
     assert np.allclose(evaluate.simplex(3).sum(1), 1.0) and len(evaluate.simplex(3)) == 66
     streams, y, subjects = video_data(8)
@@ -457,3 +472,58 @@ def test_run_validates_on_the_videos_the_fine_tuned_network_held_out(tmp_path, m
     (tmp_path / "fold0.json").unlink()
     with pytest.raises(ValueError, match=r"fold0.h5: its model record .*fold0.json is missing"):
         evaluate.run(samples, {"cnn": files}, ["x", "y"], settings)
+
+
+def features_file(path, samples, rng, segments=2, skip=()):
+    """Features of every video of ``samples`` but ``skip``, informative of the label."""
+    with FeaturesFile.create(path, {}) as f:
+        for v, label in zip(samples["video_id"], samples["label"]):
+            if v not in skip:
+                n = segments(v) if callable(segments) else segments
+                f.write_video(v, rng.normal(size=(n, 3)) + 3 * (label == "x"))
+    return str(path)
+
+
+def test_a_fold_whose_test_videos_all_failed_is_reported_not_silently_dropped(tmp_path, caplog):
+    samples = pd.DataFrame([{"video_id": f"v{s}_{k}", "subject": f"S{s}",
+                             "label": "x" if k % 2 else "y", "fold": s % 3}
+                            for s in range(6) for k in range(4)])
+    failed = set(samples.loc[samples["fold"] == 1, "video_id"])
+    path = features_file(tmp_path / "f.h5", samples, np.random.default_rng(0), skip=failed)
+    result, _ = evaluate.run(samples, {"hog": {k: path for k in range(3)}}, ["x", "y"],
+                             Settings())
+    assert [f["fold"] for f in result["folds"]] == [0, 2]
+    assert result["folds_without_videos"] == [1]
+    assert sorted(result["excluded_videos"]) == sorted(failed)
+    assert "folds [1] are left out" in caplog.text
+
+
+def test_segment_level_fusion_refuses_streams_whose_segments_differ(tmp_path):
+    samples = pd.DataFrame([{"video_id": f"v{s}_{k}", "subject": f"S{s}",
+                             "label": "x" if k % 2 else "y", "fold": s % 2}
+                            for s in range(4) for k in range(4)])
+    rng = np.random.default_rng(0)
+    a = features_file(tmp_path / "a.h5", samples, rng, segments=3)
+    b = features_file(tmp_path / "b.h5", samples, rng,
+                      segments=lambda v: 2 if v == "v1_2" else 3)
+    files = {"a": {0: a, 1: a}, "b": {0: b, 1: b}}
+    settings = Settings(aggregate="mean_scores")
+    with pytest.raises(ValueError, match="v1_2: 3 segments in stream a, 2 in b"):
+        evaluate.run(samples, files, ["x", "y"], settings)
+    files["b"] = {0: a, 1: a}
+    result, _ = evaluate.run(samples, files, ["x", "y"], settings)
+    assert result["mean"]["accuracy"]["mean"] > 0.9
+    # averaged per video first, the streams' segments need not match
+    files["b"] = {0: b, 1: b}
+    evaluate.run(samples, files, ["x", "y"], Settings())
+
+
+def test_model_selection_without_inner_folds_warns_and_ties_keep_the_smaller_c(caplog):
+    assert [p["C"] for p in Settings(C=(10.0, 0.1, 1.0)).grid()] == [0.1, 1.0, 10.0]
+    streams, y, subjects = video_data(3)
+    test = np.flatnonzero(subjects != "S0")  # one training subject: no inner folds
+    train = np.flatnonzero(subjects == "S0")
+    exp = Experiment(Settings(C=(10.0, 0.1)), 2)
+    _, chosen = exp.fit_predict(exp.prepare(streams), y, subjects, train, test)
+    assert chosen["params"]["C"] == 0.1 and chosen["inner_folds"] == 0
+    assert "no inner folds of the training subjects" in caplog.text

@@ -50,6 +50,8 @@ def test_kfold_balances_videos_and_split_uses_the_column():
     assert evaluation_folds(split) == [0]
     with pytest.raises(ValueError, match="values must be train, val or test"):
         assign_folds(table.assign(split=["train", "dev", "test", "train"]), "split")
+    with pytest.raises(ValueError, match="split: subject 'w' has test rows and train or val"):
+        assign_folds(table.assign(subject=list("wxwz")), "split")
 
 
 def uneven(n_subjects=12, seed=0):

@@ -87,7 +87,7 @@ class Settings:
 
     def grid(self) -> list[dict]:
         gammas = self.gamma if self.kind == "svc" and self.kernel == "rbf" else ("scale",)
-        return [{"C": float(c), "gamma": g} for c in self.C for g in gammas]
+        return [{"C": float(c), "gamma": g} for c in sorted(self.C) for g in gammas]
 
     def normalisation(self, stream: int) -> str:
         return self.normalise[stream] if self.normalise else "none"
@@ -422,7 +422,10 @@ class Experiment:
         if subject_independent:  # nothing of the test subjects takes part in selection
             tested = set(subjects[test_idx])
             for fit, val in inner:
-                assert not tested & (set(subjects[train_idx[fit]]) | set(subjects[train_idx[val]]))
+                both = tested & (set(subjects[train_idx[fit]]) | set(subjects[train_idx[val]]))
+                if both:
+                    raise ValueError(f"test subject {sorted(both)[0]!r} would take part in "
+                                     "model selection")
         if self.s.fusion == "scores":
             return self._score_fusion(streams, y, train_idx, test_idx, inner)
         return self._feature_fusion(streams, y, train_idx, test_idx, inner)
@@ -430,6 +433,10 @@ class Experiment:
     def _feature_fusion(self, streams, y, train_idx, test_idx, inner) -> tuple[np.ndarray, dict]:
         best, tried = None, []
         subsets = stream_subsets(len(streams), self.s.select)
+        if not inner and (len(subsets) > 1 or len(self.s.grid()) > 1):
+            log.warning("no inner folds of the training subjects (one subject, or every inner "
+                        "fold would train on a single class): nothing is selected, the first "
+                        "grid point (%s) and all streams are used", self.s.grid()[0])
         for subset in subsets:
             chosen = [streams[k] for k in subset]
             params, table, _ = self._select(chosen, y, train_idx, inner, self.s.fusion,
@@ -441,7 +448,8 @@ class Experiment:
         _, subset, params, table = best
         scores = self._fit_scores([streams[k] for k in subset], y, train_idx, test_idx,
                                   self.s.fusion, params)
-        chosen = {"params": params, "selection": table, "selected": list(subset)}
+        chosen = {"params": params, "selection": table, "selected": list(subset),
+                  "inner_folds": len(inner)}
         if len(subsets) > 1:
             chosen["subsets"] = tried
         return scores, chosen
@@ -534,6 +542,18 @@ def load_scores(path: str, video_ids: list[str]) -> np.ndarray:
         return np.stack([f.scores(v).mean(axis=0) for v in video_ids])
 
 
+def check_segment_counts(streams: list[list[np.ndarray]], ids: list[str],
+                         names: list[str]) -> None:
+    """Raise unless every stream has as many segments of each video as the first: fused
+    segment by segment, the streams' rows must be the same segments."""
+    for k, v in enumerate(streams[1:], 1):
+        for vid, a, b in zip(ids, streams[0], v):
+            if len(a) != len(b):
+                raise ValueError(f"{vid}: {len(a)} segments in stream {names[0]}, {len(b)} in "
+                                 f"{names[k]}; segment-level aggregation needs the same "
+                                 "segments in every stream")
+
+
 def check_subject_independent(folds: pd.DataFrame) -> None:
     """Raise if a subject of some fold's test set is also among that fold's training videos."""
     for fold in sorted(f for f in folds["fold"].unique() if f >= 0):
@@ -581,7 +601,7 @@ def run(folds: pd.DataFrame, feature_files: dict[str, dict[int, str]], classes: 
     every file (failed upstream) are left out and listed. The folds must be subject-independent;
     ``subject_independent=False`` lifts that check, for leakage audits only.
     """
-    if subject_independent and "split" not in folds:
+    if subject_independent:
         check_subject_independent(folds)
     if settings.fusion == "scores" and settings.kind == "svc" and len(classes) > 2:
         log.warning("score fusion calibrates each stream's class scores, and an SVC of more "
@@ -596,7 +616,12 @@ def run(folds: pd.DataFrame, feature_files: dict[str, dict[int, str]], classes: 
                 present = set(f.videos()) if present is None else present & set(f.videos())
     excluded = sorted(set(folds["video_id"]) - present)
     videos = _video_table(folds, present)
+    planned = set(folds["fold"]) - {-1}
     folds = folds[folds["video_id"].isin(present)]
+    empty = sorted(planned - set(folds["fold"]))
+    if empty:
+        log.warning("folds %s are left out: none of their test videos has features in every "
+                    "file (they failed upstream; see excluded_videos)", empty)
     ids = videos["video_id"].tolist()
     position = {v: i for i, v in enumerate(ids)}
     y = videos["label"].map(class_index).to_numpy()
@@ -626,6 +651,8 @@ def run(folds: pd.DataFrame, feature_files: dict[str, dict[int, str]], classes: 
                 streams.append(shared[path])
             else:
                 streams.append(experiment.prepare([load_features(path, ids)], k)[0])
+        if settings.aggregate != "mean_features":
+            check_segment_counts(streams, ids, list(feature_files))
         if len(set(y[train_idx])) < 2:
             raise ValueError(f"fold {fold}: its training videos hold a single class "
                              f"({classes[y[train_idx][0]]}); a classifier needs two")
@@ -662,5 +689,6 @@ def run(folds: pd.DataFrame, feature_files: dict[str, dict[int, str]], classes: 
         "confusion_percent": row_normalised_confusion(y_true, y_pred, len(classes)).round(4).tolist(),
         "chosen": choices,
         "excluded_videos": excluded,
+        "folds_without_videos": [int(f) for f in empty],
     }
     return result, predictions

@@ -104,6 +104,11 @@ def assign_folds(samples: pd.DataFrame, protocol: str, groups: int = 5, seed: in
             raise ValueError(f"split column values must be train, val or test, found {bad}")
         if not (split == "test").any() or not (split == "train").any():
             raise ValueError("protocol split needs both train and test rows")
+        both = sorted(set(subjects[split == "test"]) & set(subjects[split != "test"]))
+        if both:
+            raise ValueError(f"protocol split: subject {both[0]!r} has test rows and train or "
+                             f"val rows ({len(both)} such subjects); the evaluation is "
+                             "subject-independent")
         out["fold"] = np.where(split == "test", 0, -1)
         out["split"] = split.to_numpy()
         return out.reset_index(drop=True)

@@ -161,13 +161,15 @@ def summary_html(table: pd.DataFrame, confusion_png: bytes, confusion_of: str,
             "<tr>" + cell(f.video_id) + cell(f.stage) + cell(f.reason) + "</tr>"
             for f in failures.itertuples()) + "</table>")
     image = base64.b64encode(confusion_png).decode()
+    low, high = int(table["folds"].min()), int(table["folds"].max())
+    folds = f"{high}" if low == high else f"{low} to {high} (each experiment's count: summary.md)"
     return f"""<div class="vfer-summary">
 <style>.vfer-summary table {{border-collapse: collapse; font-size: 12px; margin: 0}}
 .vfer-summary td, .vfer-summary th {{border: 1px solid #999; padding: 2px 6px; text-align: left;
  white-space: nowrap}}
 .vfer-summary .vfer-below {{background: #f8d7da; color: #842029; font-weight: bold}}</style>
 <h2>{html.escape(title)}</h2>
-<p>Mean &plusmn; standard deviation over {int(table["folds"].max())} subject-independent test
+<p>Mean &plusmn; standard deviation over {folds} subject-independent test
 folds, in percent. A fusion is compared with its best member: the single-stream experiment of
 one of its streams with the highest accuracy.</p>
 {warning}

@@ -19,7 +19,7 @@ with atomic_path(snakemake.output.metrics) as tmp:
     tmp.write_text(json.dumps(result, indent=1))
 with atomic_path(snakemake.output.predictions) as tmp:
     predictions.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-title = f"{experiment['name']}: accuracy {100 * result['mean']['accuracy']['mean']:.1f}%"
+title = f"{experiment['name']}: {100 * result['pooled']['accuracy']:.1f}% of all test videos right"
 with atomic_path(snakemake.output.confusion) as tmp:
     report.confusion_figure(result["confusion_percent"], result["classes"], title, tmp)
 with atomic_path(snakemake.output.folds) as tmp:
