@@ -348,6 +348,27 @@ def test_a_repeated_protocol_trains_each_fold_on_its_own_repetition(tmp_path):
         tested = set(rows.loc[rows["fold"] == fold, "subject"])
         assert set(info["train_subjects"]) == set(rows["subject"]) - tested
         assert len(info["train_videos"]) + len(info["validation_videos"]) == 8
+    final = training.train_final(model, {"s": [files]}, folds, ["x", "y"], CPU,
+                                 str(tmp_path / "final.pt"), str(tmp_path / "final.json"))
+    assert sorted(final["train_videos"] + final["validation_videos"]) == vids  # each once
+
+
+def test_a_predefined_split_stops_early_on_its_val_rows_and_never_trains_on_them(tmp_path):
+    from vfer.folds import assign_folds
+
+    model = plan({"s": {**SPATIAL["spatial"], "steps": 2, "eval_every": 1}}).models["s"]
+    clips, labels = two_class_clips(12)
+    files = write_shard(tmp_path, clips)
+    vids = sorted(clips)
+    split = ["train"] * 6 + ["val"] * 2 + ["test"] * 4
+    samples = pd.DataFrame({"video_id": vids, "subject": [f"s{i // 2}" for i in range(12)],
+                            "label": ["xy"[labels[v]] for v in vids], "split": split})
+    folds = assign_folds(samples, "split")
+    info = training.train_model(model, {"s": [files]}, folds, 0, ["x", "y"], CPU,
+                                str(tmp_path / "m.pt"), str(tmp_path / "m.json"))
+    assert info["train_videos"] == vids[:6] and info["validation_videos"] == vids[6:8]
+    with pytest.raises(ValueError, match=f"video '{vids[0]}' is listed 2 times"):
+        training.SampleSet({}, {}, [vids[0], vids[1], vids[0]], {}, 0)
 
 
 @pytest.mark.parametrize("name, reference", [

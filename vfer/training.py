@@ -230,6 +230,10 @@ class SampleSet:
 
     def __init__(self, sources: Mapping[str, InputSource], sizes: Mapping[str, int | None],
                  videos: list[str], labels: Mapping[str, int], cache_mb: float):
+        twice = sorted(v for v, n in collections.Counter(videos).items() if n > 1)
+        if twice:
+            raise ValueError(f"video {twice[0]!r} is listed {videos.count(twice[0])} times "
+                             "in one sample set")
         self.sources, self.sizes = dict(sources), dict(sizes)
         self.index = {b: {v: s.index(v) for v in videos} for b, s in self.sources.items()}
         counts = {v: {len(ix[v]) for ix in self.index.values()} for v in videos}
@@ -805,7 +809,10 @@ def train_model(model: dict, shards: Mapping[str, list[Mapping[str, str]]], fold
     video belongs to a subject tested in this fold. ``fold`` -1 (``FINAL``) trains on every
     row of ``folds``: the final model, which nothing tests."""
     cfg, fold = model["train"], int(fold)
-    train_rows, tested = (folds, folds.iloc[:0]) if fold == FINAL else fold_rows(folds, fold)
+    if fold == FINAL:  # every video once (a repeated protocol lists each once per repetition)
+        train_rows, tested = folds.drop_duplicates("video_id"), folds.iloc[:0]
+    else:
+        train_rows, tested = fold_rows(folds, fold)
     seed = cfg["seed"] + max(fold, 0)  # the final model takes fold 0's seed
     class_index = {c: i for i, c in enumerate(classes)}
     sizes = {b["name"]: b["size"] for b in model["network"]["branches"]}
@@ -816,11 +823,14 @@ def train_model(model: dict, shards: Mapping[str, list[Mapping[str, str]]], fold
         if rows.empty:
             raise ValueError(f"fold {fold}: no training video has every input of "
                              f"{model['name']}")
-        fit_subjects, val_subjects = split_validation(list(rows["subject"]), cfg["val_fraction"],
-                                                      seed)
         labels = dict(zip(rows["video_id"], rows["label"].map(class_index)))
-        fit_ids = sorted(rows.loc[rows["subject"].isin(fit_subjects), "video_id"])
-        val_ids = sorted(rows.loc[rows["subject"].isin(val_subjects), "video_id"])
+        if "split" in rows and (rows["split"] == "val").any():  # the predefined validation set
+            held = rows["split"] == "val"
+        else:
+            _, val_subjects = split_validation(list(rows["subject"]), cfg["val_fraction"], seed)
+            held = rows["subject"].isin(val_subjects)
+        fit_ids, val_ids = sorted(rows.loc[~held, "video_id"]), sorted(rows.loc[held, "video_id"])
+        fit_subjects, val_subjects = set(rows.loc[~held, "subject"]), set(rows.loc[held, "subject"])
         leaked = (set(fit_ids) | set(val_ids)) & set(tested["video_id"]) or \
             (fit_subjects | val_subjects) & set(tested["subject"])
         if leaked:
