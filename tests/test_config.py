@@ -139,6 +139,11 @@ def test_bad_keys_and_values_are_refused_with_their_path(edit, message):
      r"weights: stacking needs scores of models fitted on part of the training subjects"),
     (lambda c: c.update(protocol={"name": "losgo", "repeats": 4}),
      r"protocol.repeats: protocol losgo has one partition; repeats apply to kfold"),
+    (lambda c: c["networks"]["rgb_flow_lstm"]["inputs"].update(
+        flow={"input": "landmarks", "backbone": "mlp"}) or
+        c["networks"]["rgb_flow_lstm"].update(augment={"flip": False}),
+     r"networks.rgb_flow_lstm.augment: rotations and crops would move this network's images "
+     r"but not its landmarks"),
 ])
 def test_cross_field_mistakes_are_refused_with_their_path(edit, message):
     c = config()

@@ -300,9 +300,15 @@ def _training(config: dict, s: dict, branches: list[dict], where: str) -> dict:
     if clip and train["sample_steps"] is not None:
         raise ConfigError(f"{where}.sample_steps: a 3D backbone convolves over the whole segment "
                           "(set sample_steps: null)")
-    if train["augment"]["flip"] and any(INPUTS.meta(b["input"])["vector"] for b in branches):
+    vectors = [bool(INPUTS.meta(b["input"])["vector"]) for b in branches]
+    if train["augment"]["flip"] and any(vectors):
         raise ConfigError(f"{where}.augment.flip: flips of landmark inputs are not supported "
                           "(set augment: {flip: false})")
+    moved = train["augment"]["rotate"] > 0 or train["augment"]["crop"] < 1
+    if moved and any(vectors) and not all(vectors):
+        raise ConfigError(f"{where}.augment: rotations and crops would move this network's "
+                          "images but not its landmarks (set augment: {flip: false, rotate: 0, "
+                          "crop: 1})")
     return train
 
 
