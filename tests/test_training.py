@@ -119,6 +119,31 @@ def test_early_stopping_stops_when_validation_stalls(tmp_path):
     assert len(history["loss"]) < 400
 
 
+def test_a_diverged_training_keeps_its_best_validated_model_or_stops_with_an_error(
+        tmp_path, monkeypatch, caplog):
+    model = plan({"s": {**SPATIAL["spatial"], "steps": 8, "eval_every": 2}}).models["s"]
+    train_set = sample_set(tmp_path, 8, 0, model)
+    val_set = sample_set(tmp_path, 8, 1, model)
+    calls = []
+
+    class Diverging(torch.nn.CrossEntropyLoss):  # NaN from the third step on
+        def forward(self, logits, y):
+            calls.append(1)
+            loss = super().forward(logits, y)
+            return loss * float("nan") if len(calls) > 2 else loss
+
+    monkeypatch.setattr(training.nn, "CrossEntropyLoss", Diverging)
+    network, _ = training.initial_network(model, ["x", "y"])
+    history = training.fit(network, train_set, val_set, model["train"], 0, CPU)
+    assert history["best_step"] == 2 and len(history["loss"]) == 4
+    assert all(torch.isfinite(p).all() for p in network.parameters())
+    assert "training diverged by step 4" in caplog.text
+    calls.clear()
+    network, _ = training.initial_network(model, ["x", "y"])
+    with pytest.raises(FloatingPointError, match="training diverged: the loss is nan by step 4"):
+        training.fit(network, train_set, None, model["train"], 0, CPU)
+
+
 def normalised(x):
     """Images (B, T, 3, H, W) in [0, 1] -> the network's normalised values."""
     mean = torch.tensor(training.MEAN).view(1, 1, 3, 1, 1)

@@ -708,6 +708,14 @@ def fit(network: nn.Module, train_set: SampleSet, val_set: SampleSet | None, cfg
             history["loss"] += torch.stack(losses).float().cpu().tolist()
             losses = []
             recent = float(np.mean(history["loss"][-every:]))
+            if not math.isfinite(recent):
+                if best is None:
+                    raise FloatingPointError(f"training diverged: the loss is {recent} by step "
+                                             f"{step + 1} and no earlier validated model is "
+                                             "kept (a lower lr?)")
+                log.warning("training diverged by step %d (loss %s): the best validated model "
+                            "(step %d) is kept", step + 1, recent, history["best_step"])
+                break
             if val_set is None or not len(val_set):
                 log.info("step %d/%d loss %.4f", step + 1, cfg["steps"], recent)
                 continue
