@@ -61,6 +61,24 @@ def test_no_face_then_face(real_data):
     assert_no_crop_from_a_faceless_frame(t)
 
 
+def test_segments_of_a_face_that_leaves_or_appears_hold_the_face(real_data, tmp_path):
+    from vfer import segments
+    from vfer.store import FacesFile, SegmentsFile
+
+    videos = [("gone", str(real_data / "unlabeled/face_noface.mov")),
+              ("late", str(real_data / "unlabeled/noface_face.mov"))]
+    shard = tmp_path / "faces.h5"
+    faces.process_shard(videos, str(shard), str(tmp_path / "f.tsv"), str(tmp_path / "f.png"),
+                        stage_defaults("faces"), {})
+    segments.process_shard(str(shard), str(tmp_path / "seg.h5"), stage_defaults("segments"), {})
+    with FacesFile(shard) as f, SegmentsFile(tmp_path / "seg.h5") as s:
+        for vid, _ in videos:
+            index, detected = s.segment_index(vid), f.detected(vid).astype(bool)
+            every = segments.segment_indices(f.n_frames(vid))
+            assert 0 < len(index) < len(every)  # 169 frames: 10 windows, some without a face
+            assert (detected[index].mean(1) >= 0.5).all()
+
+
 @pytest.mark.parametrize("name, frames", [("cremad/1001_DFA_ANG_XX.flv", 67),
                                           ("unlabeled/posed_frown_a.avi", 67),
                                           ("unlabeled/WolfgangLanger_Pexels.mp4", 472)])

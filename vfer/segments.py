@@ -6,11 +6,19 @@ end; ``pad: last`` repeats only the last frame); longer videos give windows of `
 every ``stride`` frames, centred so that the frames left over are dropped equally at both ends.
 ``resample`` (paper 003): one segment per video of ``length`` frames: sampled uniformly from
 a longer video; a shorter one keeps all its frames and repeats its last frame.
+
+Segments in which a face was detected in fewer than ``min_face`` of the frames (the faces
+stage fills such frames with the nearest detected crop, a still image) are left out; a video
+none of whose segments reaches that share keeps the one with the most detected frames.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def segment_indices(n_frames: int, length: int = 16, stride: int = 16, mode: str = "windows",
@@ -41,8 +49,17 @@ def segment_indices(n_frames: int, length: int = 16, stride: int = 16, mode: str
     return (starts[:, None] + np.arange(length)[None, :]).astype(np.int32)
 
 
+def with_faces(index: np.ndarray, detected: np.ndarray, min_face: float) -> np.ndarray:
+    """The rows of ``index`` (segments x L frame indices) in which at least ``min_face`` of
+    the frames have a detected face (``detected``: one bool per frame); if none has, the
+    first of those with the most."""
+    share = detected[index].mean(1)
+    keep = share >= min_face
+    return index[keep] if keep.any() else index[[int(share.argmax())]]
+
+
 def process_shard(faces_path: str, out_path: str, params: dict, provenance: dict) -> None:
-    """Segment every video of a faces shard (reads only the frame counts)."""
+    """Segment every video of a faces shard (reads the frame counts and face detections)."""
     from vfer.store import FacesFile, SegmentsFile
 
     with FacesFile(faces_path) as src, \
@@ -50,5 +67,11 @@ def process_shard(faces_path: str, out_path: str, params: dict, provenance: dict
                                            **provenance}) as dst:
         for video_id in src.videos():
             n = src.n_frames(video_id)
-            dst.write_video(video_id, segment_indices(n, params["length"], params["stride"],
-                                                      params["mode"], params["pad"]), n)
+            index = segment_indices(n, params["length"], params["stride"], params["mode"],
+                                    params["pad"])
+            kept = with_faces(index, src.detected(video_id).astype(bool), params["min_face"])
+            if len(kept) < len(index):
+                log.info("%s: %d of %d segments left out (a face in fewer than %g of their "
+                         "frames)", video_id, len(index) - len(kept), len(index),
+                         params["min_face"])
+            dst.write_video(video_id, kept, n)
