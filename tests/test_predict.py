@@ -77,7 +77,8 @@ def made(tmp_path_factory):
     head, arrays = final.fit_head(Settings(), ["handcrafted"], feats, y,
                                   samples["subject"].astype(str).to_numpy(), None, chosen, 2)
     assert head["kind"] == "features" and head["chosen"]["how"].startswith("chosen in 2 of")
-    meta.update({"classes": CLASSES, "head": head, "vfer_version": "test"})
+    meta.update({"classes": CLASSES, "head": head, "vfer_version": "test",
+                 "experiment": plan.experiments["handcrafted"]})
     bundle.write(root / "bundle", meta, arrays, {})
     rng = np.random.default_rng(0)
     _write_video(root / "no_face.avi", [rng.integers(0, 40, (120, 160, 3), np.uint8)] * 20)
@@ -103,7 +104,41 @@ def test_predictions_rows_probabilities_failures_and_timelines(made):
     segments = pd.read_csv(root / "out1/segments.tsv", sep="\t")
     assert set(segments["video"]) == set(ok["video"])
     np.testing.assert_allclose(segments[CLASSES].sum(axis=1), 1.0, atol=1e-9)
+    assert (segments["face_share"] >= 0.5).all()
     assert sorted(p.stem for p in (root / "out1/timelines").glob("*.png")) == sorted(ok["video"])
+    run = json.loads((root / "out1/run.json").read_text())
+    assert run["bundle_manifest_sha256"] == bundle.file_sha256(root / "bundle/manifest.json")
+    assert (run["experiment"], run["videos"], run["failed"]) == ("handcrafted", 6, 2)
+    assert not (root / "out1/work").exists()
+    predict(root / "bundle", inputs[1:], out=root / "out1", progress=False)  # the same folder
+    assert not list((root / "out1/timelines").glob("*.png"))  # no timelines of the first run
+    with pytest.raises(ValueError, match="batch 0: videos per shard must be at least 1"):
+        predict(root / "bundle", inputs, out=root / "out1", batch=0, progress=False)
+    out = subprocess.run([sys.executable, "-m", "vfer", "predict", "--model", str(root / "bundle"),
+                          *inputs[1:], "-o", str(root / "out2")],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 1 and "no video was classified" in out.stderr
+
+
+def test_a_frame_rate_unlike_the_training_videos_is_noted():
+    from vfer.prediction import fps_note
+
+    assert fps_note(25.0, [25.0, 30.0]) == fps_note(32.9, [25.0, 30.0]) == ""
+    assert fps_note(75.0, [25.0, 30.0]).startswith("75 fps, the model's training videos 25-30")
+    assert fps_note(12.0, [25.0, 25.0]) != "" and fps_note(12.0, None) == ""
+
+
+def test_a_folder_input_holds_videos_and_image_sequences(tmp_path):
+    from vfer.prediction import collect
+
+    (tmp_path / "mix/sub").mkdir(parents=True)
+    (tmp_path / "mix/sub/clip.avi").write_bytes(b"")
+    (tmp_path / "mix/seqA").mkdir()
+    for k in range(3):
+        cv2.imwrite(str(tmp_path / f"mix/seqA/frame{k}.png"), np.zeros((8, 8, 3), np.uint8))
+    table = collect([tmp_path / "mix"])
+    assert table["video_id"].tolist() == ["seqA", "clip"]
+    assert table["path"].tolist() == [str(tmp_path / "mix/seqA"), str(tmp_path / "mix/sub/clip.avi")]
 
 
 def test_same_predictions_twice_and_after_moving_the_bundle(made):
@@ -134,7 +169,7 @@ def _rehash(folder):
     """What an attacker would do: list every file in the manifest with its new hash."""
     files = {p.relative_to(folder).as_posix(): bundle.file_sha256(p)
              for p in sorted(folder.rglob("*")) if p.is_file() and p.name != bundle.MANIFEST}
-    (folder / bundle.MANIFEST).write_text(json.dumps({"format": 1, "files": files}))
+    (folder / bundle.MANIFEST).write_text(json.dumps({"format": bundle.FORMAT, "files": files}))
 
 
 def test_an_edited_file_is_refused_naming_it(made):
@@ -149,6 +184,37 @@ def test_an_edited_file_is_refused_naming_it(made):
     (b / "notes.npz").write_bytes(b"")
     with pytest.raises(bundle.BundleError, match=r"notes\.npz: not in the bundle's manifest"):
         bundle.read(b)
+
+
+def test_a_bundle_of_another_format_or_with_weights_that_do_not_fit_is_refused(made, tmp_path):
+    import torch
+
+    from vfer.training import initial_network
+
+    root, _ = made
+    b = _copy(root, "old")
+    meta = json.loads((b / "bundle.json").read_text())
+    (b / "bundle.json").write_text(json.dumps({**meta, "format": 1}))
+    _rehash(b)
+    with pytest.raises(bundle.BundleError, match=rf"bundle format 1 \(vfer test\); this vfer "
+                                                 rf"reads format {bundle.FORMAT}: rebuild it"):
+        bundle.read(b)
+    model = load({"samples": "x.tsv", "classes": CLASSES,
+                  "streams": {"s": {"input": "frames", "backbone": "small_cnn", "size": 16}},
+                  "experiments": [{"name": "s", "streams": ["s"]}]}).models["s"]
+    record = tmp_path / "s.json"
+    record.write_text("{}")
+    for n_classes, fits in ((len(CLASSES), True), (3, False)):
+        network, _ = initial_network(model, [f"c{k}" for k in range(n_classes)])
+        torch.save(network.state_dict(), tmp_path / "s.pt")
+        bundle.write(tmp_path / "b", {**meta, "models": {"s": model}},
+                     dict(np.load(b / "head.npz")), {"s": (tmp_path / "s.pt", record)})
+        if fits:
+            assert bundle.read(tmp_path / "b").meta["format"] == bundle.FORMAT
+        else:
+            with pytest.raises(bundle.BundleError, match=r"s\.pt: does not fit the network "
+                                                         r"bundle\.json describes"):
+                bundle.read(tmp_path / "b")
 
 
 class Payload:
@@ -206,6 +272,8 @@ def test_final_model_of_the_tiny_workflow_predicts(run, tmp_path):
     folder = work / "results/final/rgb_flow"
     b = bundle.read(folder)
     assert b.meta["head"]["kind"] == "softmax" and set(b.meta["models"]) == {"rgb_flow"}
+    low, high = b.meta["trained_on"]["fps"]
+    assert 0 < low <= high
     record = json.loads((folder / "models/rgb_flow.json").read_text())
     assert record["fold"] == -1 and len(record["train_subjects"]) == 4
     out = subprocess.run([sys.executable, "-m", "vfer", "predict", "--model", str(folder),
@@ -213,5 +281,5 @@ def test_final_model_of_the_tiny_workflow_predicts(run, tmp_path):
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     table = pd.read_csv(tmp_path / "p/predictions.tsv", sep="\t", keep_default_na=False)
-    assert len(table) == 8 and (table["failure"] == "").all()
+    assert len(table) == 8 and (table["failure"] == "").all() and (table["note"] == "").all()
     np.testing.assert_allclose(table[CLASSES].sum(axis=1), 1.0, atol=1e-5)

@@ -29,7 +29,9 @@ from vfer.fusion import fuse, normalise_rows
 from vfer.io import file_sha256
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+#: The layout of bundle.json and head.npz that this vfer reads; raised whenever it changes
+#: (2: segments.min_face in the preprocessing).
+FORMAT = 2
 #: The only kinds of file a bundle holds (nothing that unpickles arbitrary objects).
 SUFFIXES = (".json", ".npz", ".pt")
 
@@ -170,7 +172,7 @@ def write(folder: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray],
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "models").mkdir(parents=True)
-    (tmp / "bundle.json").write_text(json.dumps(meta, indent=1))
+    (tmp / "bundle.json").write_text(json.dumps({**meta, "format": FORMAT}, indent=1))
     for name, v in arrays.items():
         if np.asarray(v).dtype == object:
             raise BundleError(f"array {name}: object arrays would need pickle")
@@ -260,6 +262,10 @@ def read(folder: str | os.PathLike) -> Bundle:
         meta = json.loads((folder / "bundle.json").read_text())
     except (OSError, ValueError) as exc:
         raise BundleError(f"{folder / 'bundle.json'}: {exc}") from None
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"{folder / 'bundle.json'}: bundle format {meta.get('format')} "
+                          f"(vfer {meta.get('vfer_version')}); this vfer reads format {FORMAT}: "
+                          "rebuild it with snakemake results/final/<experiment>")
     try:
         with np.load(folder / "head.npz", allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -267,5 +273,19 @@ def read(folder: str | os.PathLike) -> Bundle:
         raise BundleError(f"{folder / 'head.npz'}: refused ({exc})") from None
     for name, model in meta["models"].items():
         if model["kind"] == "network":
-            load_state_dict(folder / "models" / f"{name}.pt")
+            _check_network(folder / "models" / f"{name}.pt", model, meta["classes"])
     return Bundle(folder, meta, Head(meta["head"], arrays, len(meta["classes"])))
+
+
+def _check_network(path: Path, model: dict, classes: list[str]) -> None:
+    """Refuse weights that are not a plain state_dict or do not fit the model's network."""
+    from vfer.training import initial_network
+
+    state = load_state_dict(path)
+    try:
+        network, _ = initial_network(model, classes)
+        network.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise BundleError(f"{path}: does not fit the network bundle.json describes "
+                          f"({first})") from None

@@ -118,6 +118,10 @@ def _predict(args: argparse.Namespace) -> int:
     print(f"{len(table)} videos, {len(table) - failed} classified, {failed} failed: "
           f"{args.output}/predictions.tsv, {args.output}/segments.tsv, "
           f"{args.output}/timelines/")
+    if failed == len(table):
+        print(f"vfer predict: error: no video was classified (reasons: "
+              f"{args.output}/predictions.tsv, {args.output}/predict.log)", file=sys.stderr)
+        return 1
     return 0
 
 

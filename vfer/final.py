@@ -25,7 +25,7 @@ from vfer import __version__, bundle
 from vfer.evaluate import (STACK_C, Experiment, Settings, Stacker, Temperature, filled,
                            fit_score_model, fitted_videos, inner_splits, learned_weights,
                            load_features, stacking_inputs)
-from vfer.store import FeaturesFile
+from vfer.store import FacesFile, FeaturesFile
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +150,12 @@ def preprocessing(faces: dict, segments: dict, flows: dict, dynamics: dict,
 
 def build(experiment: dict, models: dict[str, dict], preprocessing: dict, classes: list[str],
           aggregate: str, seed: int, folds: pd.DataFrame, features: dict[str, str],
-          networks: dict[str, tuple[str, str]], metrics_path: str, out: str) -> dict:
+          networks: dict[str, tuple[str, str]], metrics_path: str, faces: list[str],
+          out: str) -> dict:
     """Fit the experiment's final classifier on every video's features (``features``: stream
     -> the final features file) and write the bundle to ``out``; return bundle.json's data.
-    ``networks``: model -> (final state_dict, training record)."""
+    ``networks``: model -> (final state_dict, training record); ``faces``: the faces shards,
+    whose frame rates of the training videos the bundle records (trained_on.fps)."""
     settings = Settings.from_config(experiment, aggregate, seed)
     metrics = json.loads(open(metrics_path).read())
     names = list(experiment["streams"])
@@ -178,13 +180,14 @@ def build(experiment: dict, models: dict[str, dict], preprocessing: dict, classe
     head, arrays = fit_head(settings, names, streams, y, subjects, honest, metrics["chosen"],
                             len(classes))
     used = {n: m for n, m in models.items() if n in names}
-    meta = {"format": bundle.FORMAT, "vfer_version": __version__, "experiment": experiment,
+    meta = {"vfer_version": __version__, "experiment": experiment,
             "classes": list(classes), "preprocessing": preprocessing,
             "models": {n: {**m, "weights": {b: None for b in m.get("weights", {})}}
                        for n, m in used.items()},
             "head": head, "trained_on": {"videos": len(ids), "subjects": len(set(subjects)),
                                         "validated_on": "all videos" if honest is None else
-                                        f"{int(honest.sum())} videos no network was trained on"},
+                                        f"{int(honest.sum())} videos no network was trained on",
+                                        "fps": frame_rates(faces, ids)},
             "cross_validation": {"accuracy": metrics["mean"]["accuracy"],
                                  "folds": len(metrics["folds"])}}
     check = bundle.Head(head, arrays, len(classes)).probabilities(streams)
@@ -193,6 +196,17 @@ def build(experiment: dict, models: dict[str, dict], preprocessing: dict, classe
     log.info("final model of %s: %d videos of %d subjects, training accuracy %.3f", names,
              len(ids), len(set(subjects)), meta["trained_on"]["training_accuracy"])
     return meta
+
+
+def frame_rates(faces: list[str], video_ids: list[str]) -> list[float]:
+    """[lowest, highest] frame rate (the faces stage's stored_fps) of ``video_ids``."""
+    wanted, rates = set(video_ids), []
+    for path in faces:
+        with FacesFile(path) as f:
+            rates += [float(f.video_attrs(v)["stored_fps"]) for v in f.videos() if v in wanted]
+    if len(rates) != len(wanted):
+        raise ValueError(f"{len(wanted) - len(rates)} training videos are in no faces shard")
+    return [round(min(rates), 3), round(max(rates), 3)]
 
 
 def load_scores_per_segment(path: str, video_ids: list[str]) -> list[np.ndarray]:

@@ -12,17 +12,21 @@ row with its reason; the others go on.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
 import shutil
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from vfer import __version__
 from vfer import bundle as bundles
+from vfer.io import file_sha256
 from vfer.video import image_files
 
 log = logging.getLogger(__name__)
@@ -63,11 +67,14 @@ def collect(inputs: list[str | os.PathLike]) -> pd.DataFrame:
                 rows.append({"video_id": vid, "path": str(path),
                              **({"label": r["label"]} if "label" in r else {})})
         elif item.is_dir() and not image_files(item):
-            videos = sorted(p for p in item.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
-            if not videos:
+            found = sorted(p for p in item.rglob("*")
+                           if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+                           or (p.is_dir() and image_files(p)))  # image-sequence folders
+            if not found:
                 raise ValueError(f"{item}: neither frame images nor videos "
                                  f"({', '.join(VIDEO_SUFFIXES)}) in it")
-            rows += [{"video_id": _video_id(p.stem, taken), "path": str(p)} for p in videos]
+            rows += [{"video_id": _video_id(p.stem if p.is_file() else p.name, taken),
+                      "path": str(p)} for p in found]
         else:  # a video, an image sequence, or a missing file (a row with its reason)
             rows.append({"video_id": _video_id(item.stem or item.name, taken),
                          "path": str(item)})
@@ -155,13 +162,26 @@ def _read_outputs(b: bundles.Bundle, work: Path, ids: list[str]) -> dict[str, di
             index = segs.segment_index(vid)
             n = faces.n_frames(vid)
             picks = np.unique(np.linspace(0, n - 1, 8).round().astype(int))
-            detected = faces.detected(vid)
+            detected = faces.detected(vid).astype(bool)
+            per_segment = len(index) == len(streams[0])
             out[vid] = {"streams": streams, "frames": n, "faces": int(detected.sum()),
-                        "times": index.mean(1) / fps if len(index) == len(streams[0])
+                        "times": index.mean(1) / fps if per_segment
                         else np.arange(len(streams[0]), dtype=float),
-                        "crops": faces.frames(vid, picks), "crop_times": picks / fps,
+                        "face_share": detected[index].mean(1) if per_segment
+                        else np.full(len(streams[0]), np.nan),
+                        "fps": fps, "crops": faces.frames(vid, picks), "crop_times": picks / fps,
                         "crop_detected": detected[picks]}
     return out
+
+
+def fps_note(fps: float, trained: list[float] | None) -> str:
+    """A note when a video's frame rate is outside the training videos' range (``trained``:
+    [lowest, highest]) by more than 10%: its segments then span another time, and the motion
+    between two frames differs from what the model learnt."""
+    if not trained or trained[0] / 1.1 <= fps <= trained[1] * 1.1:
+        return ""
+    return (f"{fps:g} fps, the model's training videos {trained[0]:g}-{trained[1]:g} fps: "
+            "its segments span another time than in training")
 
 
 def timeline(path: Path, video_id: str, predicted: str, classes: list[str], times: np.ndarray,
@@ -216,21 +236,28 @@ def predict(model: str | os.PathLike, inputs, out: str | os.PathLike = "predicti
             device: str = "auto", batch: int = 32, keep_work: bool = False,
             progress: bool = True) -> pd.DataFrame:
     """Predict every input (see ``collect``) with a bundle; write predictions.tsv,
-    segments.tsv and timelines/ under ``out`` and return the predictions table. The stages'
-    own messages go to ``out``/predict.log."""
+    segments.tsv, timelines/ and run.json (which bundle, vfer version, device, when) under
+    ``out`` and return the predictions table. The stages' own messages go to
+    ``out``/predict.log."""
     from tqdm import tqdm
 
     from vfer.runtime import select_device
 
+    if batch < 1:
+        raise ValueError(f"batch {batch}: videos per shard must be at least 1")
     b = bundles.read(model)
     videos = collect([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     if videos.empty:
         raise ValueError("nothing to predict: no input given")
     out = Path(out)
     work_root = out / "work"
+    for old in (out / "timelines").glob("*.png"):  # a previous run's, into the same folder
+        old.unlink()
     torch_device = select_device(device)
     classes = b.classes
+    trained_fps = b.meta.get("trained_on", {}).get("fps")
     rows, segment_rows = [], []
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     bar = tqdm(total=len(videos), desc="predict", unit="video", file=sys.stderr,
                disable=not progress)
     out.mkdir(parents=True, exist_ok=True)
@@ -258,7 +285,8 @@ def predict(model: str | os.PathLike, inputs, out: str | os.PathLike = "predicti
                     row.update({c: np.nan for c in classes})
                     row.update({"frames": 0, "faces_found": 0,
                                 "failure": failed.get(r["video_id"],
-                                                      "no features (see predict.log)")})
+                                                      "no features (see predict.log)"),
+                                "note": ""})
                     rows.append(row)
                     continue
                 probs = b.head.probabilities([[s] for s in got["streams"]])[0]
@@ -267,11 +295,14 @@ def predict(model: str | os.PathLike, inputs, out: str | os.PathLike = "predicti
                 row.update({"predicted": classes[int(probs.argmax())],
                             **{c: float(p) for c, p in zip(classes, probs)},
                             "frames": got["frames"], "faces_found": got["faces"],
-                            "failure": ""})
+                            "failure": "", "note": fps_note(got["fps"], trained_fps)})
+                if row["note"]:
+                    log.warning("%s: %s", r["video_id"], row["note"])
                 rows.append(row)
-                for j, (t, p) in enumerate(zip(got["times"], per_segment)):
+                for j, (t, share, p) in enumerate(zip(got["times"], got["face_share"],
+                                                       per_segment)):
                     segment_rows.append({"video": r["video_id"], "segment": j,
-                                         "time": float(t),
+                                         "time": float(t), "face_share": float(share),
                                          "predicted": classes[int(p.argmax())],
                                          **{c: float(v) for c, v in zip(classes, p)}})
                 timeline(out / "timelines" / f"{r['video_id']}.png", r["video_id"],
@@ -282,10 +313,19 @@ def predict(model: str | os.PathLike, inputs, out: str | os.PathLike = "predicti
                 shutil.rmtree(work, ignore_errors=True)
             bar.update(len(part))
     bar.close()
-    if not keep_work:
-        shutil.rmtree(work_root, ignore_errors=True)
+    if not keep_work and work_root.is_dir() and not any(work_root.iterdir()):
+        work_root.rmdir()
     table = pd.DataFrame(rows)
     table.to_csv(out / "predictions.tsv", sep="\t", index=False, float_format="%.6f")
-    pd.DataFrame(segment_rows, columns=["video", "segment", "time", "predicted", *classes]) \
+    record = {"bundle": str(Path(model).resolve()),
+              "bundle_manifest_sha256": file_sha256(Path(model) / bundles.MANIFEST),
+              "experiment": b.meta["experiment"].get("name"),
+              "bundle_vfer_version": b.meta.get("vfer_version"), "vfer_version": __version__,
+              "device": str(torch_device), "started": started,
+              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "videos": len(table), "failed": int((table["failure"] != "").sum())}
+    (out / "run.json").write_text(json.dumps(record, indent=1))
+    pd.DataFrame(segment_rows,
+                 columns=["video", "segment", "time", "face_share", "predicted", *classes]) \
         .to_csv(out / "segments.tsv", sep="\t", index=False, float_format="%.6f")
     return table

@@ -205,6 +205,7 @@ def final_inputs(wildcards):
     return {
         "features": sorted(final_features(wildcards.experiment).values()),
         "networks": sorted(p for files in networks.values() for p in files.values()),
+        "faces": [faces_file(shard) for shard in SHARDS],
     }
 
 

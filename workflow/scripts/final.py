@@ -16,5 +16,6 @@ final.build(
     dict(p.features),
     {m: (files["model"], files["info"]) for m, files in p.networks.items()},
     snakemake.input.metrics,
+    list(snakemake.input.faces),
     snakemake.output[0],
 )
