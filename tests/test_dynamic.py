@@ -76,10 +76,15 @@ def test_rank_svm_image_follows_the_slope():
     assert np.corrcoef(img.ravel(), slope.ravel())[0, 1] > 0.5
 
 
-def test_torch_dynamic_images_match_numpy():
-    stacks = np.random.default_rng(1).normal(size=(5, 16, 8, 8, 3))
-    expected = np.stack([dynamic_image(s) for s in stacks])
-    np.testing.assert_allclose(dynamic.dynamic_images_torch(stacks).numpy(), expected, atol=1e-3)
+@pytest.mark.parametrize("length", [1, 2, 8, 10, 16, 28, 32])
+def test_a_still_sequence_pools_to_flat_grey_not_to_the_negated_frame(length):
+    frame = np.random.default_rng(2).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    image = dynamic_image(np.stack([frame] * length))
+    assert not image.any()
+    assert (dynamic.to_uint8(image) == 128).all()
+    moving = np.random.default_rng(3).normal(size=(length, 8, 8, 3))
+    plain = np.tensordot(dynamic.rank_pool_coefficients(length), moving, axes=(0, 0))
+    np.testing.assert_allclose(dynamic_image(moving), plain, atol=1e-9)
 
 
 def test_windows_of_half_overlap():

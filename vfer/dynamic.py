@@ -39,19 +39,13 @@ def rank_pool_coefficients(T: int) -> np.ndarray:
 
 
 def dynamic_image(frames: np.ndarray) -> np.ndarray:
-    """Approximate dynamic image (float64, frame shape) of T frames along axis 0."""
+    """Approximate dynamic image (float64, frame shape) of T frames along axis 0: sum_t
+    alpha_t (x_t - x_1), equal to sum_t alpha_t x_t as the alphas sum to zero, but exactly
+    zero for a still sequence (the alphas' rounded sum, ~1e-13, times a frame would be a
+    faint negative of the frame, which min-max scaling stretches to full contrast)."""
     alpha = rank_pool_coefficients(len(frames))
-    return np.tensordot(alpha, np.asarray(frames, np.float64), axes=(0, 0))
-
-
-def dynamic_images_torch(stacks, device=None):
-    """Approximate dynamic images of a batch of equal-length sequences (B x T x ...) in torch
-    (float32, any device); returns a tensor B x ..."""
-    import torch
-
-    x = torch.as_tensor(stacks, device=device).float()
-    alpha = torch.tensor(rank_pool_coefficients(x.shape[1]), dtype=x.dtype, device=x.device)
-    return torch.tensordot(x, alpha, dims=([1], [0]))
+    x = np.asarray(frames, np.float64)
+    return np.tensordot(alpha, x - x[:1], axes=(0, 0))
 
 
 def smooth(frames: np.ndarray, smoothing: str = "tvm") -> np.ndarray:
