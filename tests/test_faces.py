@@ -126,6 +126,19 @@ def test_image_sequence_folder_is_read_in_natural_order(demo_clip, tmp_path):
     assert np.abs(t.crops.astype(int) - v.crops.astype(int)).mean() < 6
 
 
+def test_a_16_bit_sequence_keeps_one_scale_for_all_its_frames(tmp_path):
+    from vfer.video import FrameSource
+
+    image = np.tile(np.arange(0, 4000, 40, dtype=np.uint16), (8, 1))  # 12-bit values
+    for k, peak in enumerate((4095, 2048, 1200)):  # one bright pixel differs per frame
+        frame = image.copy()
+        frame[0, 0] = peak
+        cv2.imwrite(str(tmp_path / f"f{k}.png"), frame)
+    frames = [f[..., 0] for f in FrameSource(tmp_path)]
+    assert frames[0][1:].tolist() == frames[1][1:].tolist() == frames[2][1:].tolist()
+    assert frames[0][1, -1] == round(3960 * 255 / 4095)  # the 12-bit range to 0..255
+
+
 def test_precropped_48px_grayscale_frames_are_upsampled(tmp_path):
     folder = tmp_path / "crops"
     folder.mkdir()

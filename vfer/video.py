@@ -47,6 +47,19 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
+def _depth_scale(first: np.ndarray) -> float:
+    """The factor that maps the images of a sequence to 0..255, one for all its frames (a
+    scale per frame would make flicker that the flow reads as motion): integer images by the
+    bit depth their first frame uses (12-bit values in 16-bit files: 4095 -> 255), others by
+    the first frame's maximum."""
+    if first.dtype == np.uint8:
+        return 1.0
+    top = float(first.max())
+    if np.issubdtype(first.dtype, np.integer):
+        return 255.0 / (2 ** max(8, int(top).bit_length()) - 1)
+    return 255.0 / top if top > 1 else 255.0
+
+
 def _to_rgb(frame: np.ndarray) -> np.ndarray:
     if frame.ndim == 2 or frame.shape[2] == 1:
         return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
@@ -97,19 +110,19 @@ class FrameSource:
                     return
                 frozen.check(frame)
                 yield _to_rgb(frame)
-        first = None
+        first, scale = None, None
         for i, file in enumerate(self._files):
             frame = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
             if frame is None:
                 raise VideoError(f"cannot read image {file.name} of sequence: {self.path}")
             if first is None:
-                first = frame.shape
+                first, scale = frame.shape, _depth_scale(frame)
             elif frame.shape[:2] != first[:2]:
                 raise FrameSizeError(f"frame size changes from {_size(first)} to "
                                      f"{_size(frame.shape)} at frame {i} ({file.name}): "
                                      f"{self.path}")
             if frame.dtype != np.uint8:
-                frame = cv2.convertScaleAbs(frame, alpha=255.0 / max(1, int(frame.max())))
+                frame = cv2.convertScaleAbs(frame, alpha=scale)
             yield _to_rgb(frame)
 
     def close(self) -> None:
