@@ -173,6 +173,21 @@ def test_torch_tvl1_in_the_flow_stage_agrees_with_opencv(face_shard, tmp_path):
         assert epe <= 0.1 and epe < 0.2 * size  # measured 0.011 of 0.14 and 0.012 of 0.49 px
 
 
+def test_a_bound_that_clips_much_of_the_flow_is_warned_about(face_shard, tmp_path, caplog):
+    shares = {}
+    for bound in (4.0, 0.05):
+        path = tmp_path / f"bound{bound}.h5"
+        flow.process_shard(*face_shard, str(path), "farneback", {}, bound, False, {},
+                           store_raw=True)
+        with FlowFile(path) as f:
+            shares[bound] = float(f.attrs["clipped_share"])
+            flows = np.concatenate([f.flows(v) for v in f.videos()])
+        assert shares[bound] == pytest.approx((np.abs(flows) > bound).any(-1).mean(), abs=1e-3)
+    assert shares[4.0] < flow.CLIPPED_WARNING < shares[0.05]
+    assert caplog.text.count("of the flow vectors exceed the bound") == 1
+    assert "exceed the bound of 0.05 px" in caplog.text
+
+
 def test_threads_do_not_change_opencv_results():
     img, moved, _ = known_motion("rotation")
     gray = np.stack([img, moved, img])

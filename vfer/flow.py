@@ -14,6 +14,7 @@ The flow images that store them are encoded by vfer.store (flow_image, dequantis
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,12 @@ import cv2
 import numpy as np
 
 from vfer.runtime import compiles_by_default, to_host
+
+log = logging.getLogger(__name__)
+
+#: Share of a shard's flow vectors beyond the bound (clipped in the flow images) above which
+#: the flow stage warns: the images then lose the motion the bound was meant to keep.
+CLIPPED_WARNING = 0.01
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 METHODS = ("farneback", "tvl1", "horn_schunck")
@@ -486,7 +493,7 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
             groups = [[ids[k] for k in g]
                       for g in group_videos(counts, pairs_per_batch(name, backend, device, shape))]
         pending = prefetch.submit(compute, groups[0]) if groups else None
-        computed = differing = 0
+        computed = differing = clipped = vectors = 0
         moved = False
         for k, _ in enumerate(progress(groups, "flow")):
             done = pending.result()
@@ -496,6 +503,14 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
                 dst.write_video(video_id, pairs, flows, index, store_raw)
                 computed, differing, moved = (computed + counts[0], differing + counts[1],
                                               moved or counts[2])
+                clipped += int(np.count_nonzero((np.abs(flows) > bound).any(-1)))
+                vectors += flows.size // 2
         if computed and not moved:
             raise NoFlowError(_no_flow_reason(out_path, name, params, computed, differing,
                                               faces_path))
+        share = clipped / max(vectors, 1)
+        dst.set_attrs({"clipped_share": share})
+        if share > CLIPPED_WARNING:
+            log.warning("%s: %.1f%% of the flow vectors exceed the bound of %g px and are "
+                        "clipped in the flow images (raise flow.bound; store_raw keeps the "
+                        "flows unclipped)", out_path, 100 * share, bound)
