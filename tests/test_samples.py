@@ -24,6 +24,18 @@ def test_valid_table_resolves_paths_relative_to_the_table(tmp_path):
     assert samples["subject"].tolist() == ["S1", "S2"]
 
 
+def test_a_table_in_a_linked_folder_finds_videos_through_the_link(tmp_path):
+    (tmp_path / "data/v").mkdir(parents=True)
+    (tmp_path / "data/v/a.avi").write_bytes(b"x")
+    (tmp_path / "real/a/b/tables").mkdir(parents=True)
+    (tmp_path / "real/a/b/tables/samples.tsv").write_text(
+        "video_id\tpath\tlabel\tsubject\na\t../../../../data/v/a.avi\tanger\tS1\n")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/tables").symlink_to(tmp_path / "real/a/b/tables")
+    samples = load_samples(tmp_path / "config/tables/samples.tsv", ["anger"], SCHEMA)
+    assert Path(samples["path"][0]).resolve() == (tmp_path / "data/v/a.avi").resolve()
+
+
 @pytest.mark.parametrize("rows, header, message", [
     (["a\tv/a.avi\tanger"], "video_id\tpath\tlabel", r"missing column\(s\) \['subject'\]"),
     (["a\tv/a.avi\tanger\tS1", "b\tv/b.avi\tangry\tS1"], None,

@@ -18,6 +18,8 @@ import pandas as pd
 import yaml
 
 REQUIRED = ("video_id", "path", "label", "subject")
+#: The samples table's schema (columns, id characters, split values).
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "samples.schema.yaml"
 #: What Snakemake reads inside a file path instead of taking it literally.
 SNAKEMAKE_PLACEHOLDERS = {"path variable": re.compile(r"<\w+>"),
                           "wildcard": re.compile(r"\{\s*\w[^{}]*\}")}
@@ -103,10 +105,12 @@ def _row_error(validator, row: dict) -> str | None:
 
 def _resolve(table: Path, row: dict, check_files: bool) -> tuple[str | None, str]:
     """(problem or None, the row's video path resolved against the table's folder)."""
-    video = Path(row["path"])
-    if not video.is_absolute():
-        video = table.parent / video
-    video = os.path.normpath(video)
+    joined = Path(row["path"])
+    if not joined.is_absolute():
+        joined = table.parent / joined
+    video = os.path.normpath(joined)  # lexical: wrong where '..' follows a symbolic link
+    if not os.path.exists(video) and os.path.exists(joined):
+        video = str(joined)
     placeholder = snakemake_placeholder(video)
     if placeholder:
         return (f"column 'path': {video} holds {placeholder}; rename the file (or its folder) "

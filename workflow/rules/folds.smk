@@ -19,6 +19,5 @@ rule folds:
         protocol=config["protocol"],
         classes=config["classes"],
         seed=config["seed"],
-        schema=os.path.join(workflow.basedir, "workflow/schemas/samples.schema.yaml"),
     script:
         "../scripts/folds.py"

@@ -2,11 +2,11 @@
 from vfer.folds import assign_folds
 from vfer.io import atomic_path
 from vfer.runtime import setup_logging
-from vfer.samples import load_samples
+from vfer.samples import SCHEMA, load_samples
 
 setup_logging(snakemake.log[0])
 protocol = snakemake.params.protocol
-samples = load_samples(snakemake.input[0], snakemake.params.classes, snakemake.params.schema)
+samples = load_samples(snakemake.input[0], snakemake.params.classes, SCHEMA)
 folds = assign_folds(
     samples, protocol["name"], protocol["groups"], snakemake.params.seed, protocol["folds"],
     protocol["repeats"],
