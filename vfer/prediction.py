@@ -143,6 +143,7 @@ def run_stages(b: bundles.Bundle, videos: list[tuple[str, str]], work: Path, dev
 def _read_outputs(b: bundles.Bundle, work: Path, ids: list[str]) -> dict[str, dict]:
     """Per video that has every stream's features: its streams' segment features (or segment
     probabilities for a softmax head), segment times (s), frames, face frames and 8 crops."""
+    from vfer.segments import face_share
     from vfer.store import FacesFile, FeaturesFile, SegmentsFile
 
     softmax = b.meta["head"]["kind"] == "softmax"
@@ -167,7 +168,7 @@ def _read_outputs(b: bundles.Bundle, work: Path, ids: list[str]) -> dict[str, di
             out[vid] = {"streams": streams, "frames": n, "faces": int(detected.sum()),
                         "times": index.mean(1) / fps if per_segment
                         else np.arange(len(streams[0]), dtype=float),
-                        "face_share": detected[index].mean(1) if per_segment
+                        "face_share": face_share(index, detected) if per_segment
                         else np.full(len(streams[0]), np.nan),
                         "fps": fps, "crops": faces.frames(vid, picks), "crop_times": picks / fps,
                         "crop_detected": detected[picks]}

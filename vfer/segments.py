@@ -49,11 +49,16 @@ def segment_indices(n_frames: int, length: int = 16, stride: int = 16, mode: str
     return (starts[:, None] + np.arange(length)[None, :]).astype(np.int32)
 
 
+def face_share(index: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """Per row of ``index`` (segments x L frame indices), the share of its frames with a
+    detected face (``detected``: one bool per frame)."""
+    return detected[index].mean(1)
+
+
 def with_faces(index: np.ndarray, detected: np.ndarray, min_face: float) -> np.ndarray:
-    """The rows of ``index`` (segments x L frame indices) in which at least ``min_face`` of
-    the frames have a detected face (``detected``: one bool per frame); if none has, the
-    first of those with the most."""
-    share = detected[index].mean(1)
+    """The rows of ``index`` in which at least ``min_face`` of the frames have a detected
+    face (face_share); if none has, the first of those with the most."""
+    share = face_share(index, detected)
     keep = share >= min_face
     return index[keep] if keep.any() else index[[int(share.argmax())]]
 

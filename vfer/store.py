@@ -140,10 +140,16 @@ class StageFile:
         return self._group(video_id)[name].shape
 
     def check(self) -> None:
-        """Read every dataset once (verifying its checksum); raise StageFileError if damaged."""
+        """Read every dataset once (verifying its checksum and, where a stage has one, its
+        values: _verified); raise StageFileError if damaged."""
         for video_id in self.videos():
             for name in self._group(video_id):
-                self._read(video_id, name)
+                self._verified(video_id, name)
+
+    def _verified(self, video_id: str, name: str) -> np.ndarray:
+        """A whole dataset as its readers return it; a stage whose values can be checked
+        overrides this."""
+        return self._read(video_id, name)
 
     # -- writing --------------------------------------------------------------------------
     def _write(self, video_id: str, arrays: Mapping[str, np.ndarray],
@@ -345,26 +351,20 @@ class FeaturesFile(StageFile):
         return (f"{self.path}: {video_id}: {bad} of the {values.size} values of its {name} "
                 "are NaN or infinite (a network whose training diverged?)")
 
-    def _finite(self, video_id: str, name: str) -> np.ndarray:
+    def _verified(self, video_id: str, name: str) -> np.ndarray:
         values = self._read(video_id, name)
         if not np.isfinite(values).all():
             raise StageFileError(f"{self._not_finite(video_id, name, values)}; {RECOVERY}")
         return values
 
-    def check(self) -> None:
-        """Read every dataset once (checksums) and check that its values are finite."""
-        for video_id in self.videos():
-            for name in self._group(video_id):
-                self._finite(video_id, name)
-
     def features(self, video_id: str) -> np.ndarray:
-        return self._finite(video_id, "features")
+        return self._verified(video_id, "features")
 
     def scores(self, video_id: str) -> np.ndarray:
         if not self._has(video_id, "scores"):
             raise StageFileError(f"{self.path}: no class scores (only trained networks "
                                  "write them)")
-        return self._finite(video_id, "scores")
+        return self._verified(video_id, "scores")
 
     @property
     def has_scores(self) -> bool:
