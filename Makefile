@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := data/demo/samples.tsv
 CORES ?= all
+# With an NVIDIA GPU, one GPU job at a time (networks, torch flows; the rules declare gpu=1).
+GPU_JOBS := $(if $(shell command -v nvidia-smi 2>/dev/null),--resources gpu=1)
 
 .PHONY: all install demo resume bench bench-gpu presets report-screenshot test clean
 all: demo
@@ -26,7 +28,7 @@ $(DEMO): vfer/demo.py | $(STAMP)
 	$(BIN)/python -m vfer demo-data data/demo --seed 0
 
 demo: $(STAMP) $(DEMO)
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) $(GPU_JOBS)
 	@$(MAKE) --no-print-directory results/report.html
 	@echo
 	@cat results/summary.md
@@ -36,7 +38,7 @@ demo: $(STAMP) $(DEMO)
 # After a crash or kill -9: remove the dead run's lock, redo the unfinished jobs, finish.
 resume: $(STAMP) $(DEMO)
 	$(BIN)/snakemake --unlock
-	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete
+	$(BIN)/snakemake --cores $(CORES) $(GPU_JOBS) --rerun-incomplete
 	@$(MAKE) --no-print-directory results/report.html
 	@cat results/summary.md
 

@@ -103,6 +103,26 @@ def test_flow_backends_resolve_to_the_cpu_implementations_without_cuda():
         flow.backend_of("tvl1", {"backend": "numpy"})
 
 
+def test_device_cpu_keeps_every_flow_backend_on_the_cpu():
+    """The config's device: cpu holds for flows as for networks; cuda requires CUDA."""
+    torch = pytest.importorskip("torch")
+    assert flow.backend_of("tvl1", {"backend": "auto"}, "cpu") == ("opencv", None)
+    assert flow.backend_of("horn_schunck", {"backend": "auto"}, "cpu") == ("numpy", None)
+    assert flow.backend_of("horn_schunck", {"backend": "torch"}, "cpu") == ("torch", "cpu")
+    assert flow.backend_of("horn_schunck", {"backend": "numpy"}, "cuda") == ("numpy", None)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="device: cuda was requested but torch sees no"):
+            flow.backend_of("tvl1", {"backend": "auto"}, "cuda")
+    assert [flow.uses_gpu(name, {"backend": backend}, device)
+            for name, backend, device in [("horn_schunck", "auto", "auto"),
+                                          ("tvl1", "torch", "cuda"),
+                                          ("horn_schunck", "auto", "cpu"),
+                                          ("horn_schunck", "numpy", "auto"),
+                                          ("tvl1", "opencv", "auto"),
+                                          ("farneback", "auto", "auto")]] == \
+        [True, True, False, False, False, False]
+
+
 def test_batched_solvers_take_equal_calls_of_at_most_a_batch(monkeypatch):
     """30 pairs in batches of at most 20: two calls of 15, the same flows as one call; padding
     pairs (a frame with itself) are not computed. On the host a call holds CPU_PIXELS pixels."""

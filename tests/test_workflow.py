@@ -11,7 +11,7 @@ import h5py
 import pandas as pd
 import pytest
 
-from tests.tiny import CONFIG, planned, snakemake, write_config
+from tests.tiny import CONFIG, STREAM, declared_gpus, planned, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -147,6 +147,35 @@ def test_report_shows_the_summary_table_and_a_confusion_matrix(run, tmp_path):
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[:2] == (1100, 1400)
     assert image.std() > 20  # not a blank page
+
+
+def test_jobs_that_use_cuda_where_present_declare_a_gpu(run):
+    """Networks and flows computed by torch (backend auto or torch) declare gpu=1, so that a
+    profile's gpu=1 runs one of them at a time; with device: cpu none does."""
+    horn = json.loads(json.dumps(CONFIG))
+    horn["flow"]["variants"] = {"hs": {"method": "horn_schunck"}}
+    horn["streams"]["temporal_hs"] = {"input": "flow", "flow": "hs", **STREAM}
+    horn["experiments"].append({"name": "temporal_hs", "streams": ["temporal_hs"]})
+    gpu = {}
+    try:
+        for device in ("auto", "cpu"):
+            write_config(run, {**horn, "device": device})
+            result = snakemake(run, "-n", "--forceall", "--until", "extract")
+            assert result.returncode == 0, result.stderr[-3000:]
+            gpu[device] = {}
+            for rule, wildcards, n in declared_gpus(result.stdout):
+                if rule in ("flow", "train", "extract"):
+                    key = dict(w.split("=") for w in wildcards.split(", "))
+                    name = key.get("model") or key["flow_key"].split("-")[0]
+                    gpu[device].setdefault((rule, name), set()).add(n)
+    finally:
+        write_config(run, CONFIG)
+    networks = {"spatial", "temporal", "temporal_hs", "dynamic", "rgb_flow"}
+    assert gpu["auto"] == {("flow", "farneback"): {0}, ("flow", "horn_schunck"): {1},
+                           **{("train", m): {1} for m in networks},
+                           **{("extract", m): {1} for m in networks},
+                           ("extract", "landmarks"): {0}, ("extract", "handcrafted"): {0}}
+    assert set(gpu["cpu"]) == set(gpu["auto"]) and all(v == {0} for v in gpu["cpu"].values())
 
 
 def test_forcing_flow_reruns_flow_and_downstream_only(run):

@@ -59,6 +59,17 @@ def planned(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
 
 
+def declared_gpus(output: str) -> set[tuple[str, str, int]]:
+    """(rule, wildcards, gpu) of each job of a dry run's output."""
+    jobs = set()
+    for block in output.split("\nrule ")[1:]:
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        gpu = re.search(r"^\s+resources: .*\bgpu=(\d+)", block, re.M)
+        jobs.add((block.split(":")[0], wildcards[1] if wildcards else "",
+                  int(gpu[1]) if gpu else 0))
+    return jobs
+
+
 def write_config(workdir: Path, config: dict) -> None:
     (workdir / "config").mkdir(exist_ok=True)
     (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))

@@ -291,13 +291,14 @@ def compute_pairs(gray: np.ndarray, pairs: np.ndarray, fn: FlowFn,
 
 
 def compute_flows(gray: np.ndarray, pairs: np.ndarray, name: str, params: Mapping,
-                  threads: int = 1, batch: int | None = None) -> np.ndarray:
+                  threads: int = 1, batch: int | None = None,
+                  device: str = "auto") -> np.ndarray:
     """Flow (P x H x W x 2 float32, pixels) of each pair with method ``name``; ``params`` may
-    name a ``backend`` (backend_of). The batched solvers take ``batch`` pairs per call
-    (default: pairs_per_batch)."""
+    name a ``backend``, resolved on ``device`` (backend_of). The batched solvers take ``batch``
+    pairs per call (default: pairs_per_batch)."""
     if name not in METHODS:
         raise ValueError(f"unknown flow method {name!r}; choose from {METHODS}")
-    backend, device = backend_of(name, params)
+    backend, device = backend_of(name, params, device)
     params = {k: v for k, v in params.items() if k != "backend"}
     if name == "farneback":
         return compute_pairs(gray, pairs, lambda a, b: farneback(a, b, **params), threads)
@@ -358,31 +359,43 @@ def pairs_per_batch(name: str, backend: str, device: str | None,
     return max(1, min(free // 2 // (BYTES_PER_PIXEL[name] * pixels), MAX_PIXELS // pixels))
 
 
-def resolve_backend(backend: str, cpu: str = "numpy") -> tuple[str, str | None]:
+def resolve_backend(backend: str, cpu: str = "numpy",
+                    device: str = "auto") -> tuple[str, str | None]:
     """(backend, torch device): ``auto`` -> torch on CUDA when present, else the CPU backend
     ``cpu`` (numpy for Horn-Schunck, opencv for TV-L1); ``torch`` -> on CUDA when present,
-    else on the CPU. Imports torch for the torch backends, so that a job's ``set_threads``
-    afterwards limits its threads."""
+    else on the CPU. ``device`` is the config's (vfer.runtime.select_device): ``cpu`` keeps
+    both on the CPU, ``cuda`` requires CUDA for both. Imports torch for the torch backends, so
+    that a job's ``set_threads`` afterwards limits its threads."""
     if backend == cpu:
         return backend, None
     if backend not in ("auto", "torch"):
         raise ValueError(f"unknown flow backend {backend!r}; choose from auto, {cpu}, torch")
-    import torch
+    if backend == "auto" and device == "cpu":
+        return cpu, None
+    from vfer.runtime import select_device
 
-    cuda = torch.cuda.is_available()
+    cuda = select_device(device).type == "cuda"
     if backend == "auto":
         return ("torch", "cuda") if cuda else (cpu, None)
     return "torch", "cuda" if cuda else "cpu"
 
 
-def backend_of(name: str, params: Mapping) -> tuple[str, str | None]:
-    """(backend, torch device or None) that computes method ``name`` with ``params``: its
-    ``backend`` key resolved (resolve_backend); without the key, the CPU implementation."""
+def backend_of(name: str, params: Mapping, device: str = "auto") -> tuple[str, str | None]:
+    """(backend, torch device or None) that computes method ``name`` with ``params`` on the
+    config's ``device``: its ``backend`` key resolved (resolve_backend); without the key, the
+    CPU implementation."""
     if name == "tvl1":
-        return resolve_backend(params.get("backend", "opencv"), cpu="opencv")
+        return resolve_backend(params.get("backend", "opencv"), "opencv", device)
     if name == "horn_schunck":
-        return resolve_backend(params.get("backend", "numpy"))
+        return resolve_backend(params.get("backend", "numpy"), "numpy", device)
     return "opencv", None
+
+
+def uses_gpu(name: str, params: Mapping, device: str = "auto") -> bool:
+    """Whether method ``name`` with ``params`` computes on CUDA wherever CUDA is present: what
+    the flow rule declares as ``gpu=1``, without looking for CUDA on the machine that plans."""
+    return name in ("tvl1", "horn_schunck") and device != "cpu" and \
+        params.get("backend") in ("auto", "torch")
 
 
 def flow_to_hsv_rgb(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
@@ -450,24 +463,25 @@ def _pair_counts(gray: np.ndarray, pairs: np.ndarray, flows: np.ndarray) -> tupl
 
 def process_shard(faces_path: str, segments_path: str, out_path: str, name: str, params: dict,
                   bound: float, consecutive: bool, provenance: dict, threads: int = 1,
-                  store_raw: bool = False) -> None:
+                  store_raw: bool = False, device: str = "auto") -> None:
     """Flow images of every distinct frame pair of every video in a shard (vfer.store.FlowFile).
 
     With ``consecutive`` every (t, t + 1) pair of the video is computed as well (ordered flow
     maps need the whole sequence). The torch backends compute the pairs of consecutive videos
     together, up to pairs_per_batch of them (OpenCV and numpy: one video at a time). The next
-    videos' flows are computed while the current ones are written. The ``backend`` attr
-    records [backend, torch device or null]. A shard whose computed pairs all have exactly zero
-    flow raises NoFlowError (and leaves no file): its flow images would carry no motion.
+    videos' flows are computed while the current ones are written. ``device`` is the config's
+    (backend_of); the ``backend`` attr records [backend, torch device or null]. A shard whose
+    computed pairs all have exactly zero flow raises NoFlowError (and leaves no file): its flow
+    images would carry no motion.
     """
     from vfer.runtime import progress, set_threads
     from vfer.store import FacesFile, FlowFile, SegmentsFile
 
-    backend, device = backend_of(name, params)
+    backend, torch_device = backend_of(name, params, device)
     with FacesFile(faces_path) as faces, SegmentsFile(segments_path) as segs, \
             FlowFile.create(out_path, {"method": name, "params": params, "bound": bound,
                                        "consecutive": consecutive, "store_raw": store_raw,
-                                       "backend": [backend, device], **provenance}) as dst, \
+                                       "backend": [backend, torch_device], **provenance}) as dst, \
             ThreadPoolExecutor(1) as prefetch:
 
         def compute(group: list[str]) -> list[tuple]:
@@ -480,7 +494,7 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
             offsets = np.cumsum([0] + [len(g) for g in grays[:-1]])
             flows = compute_flows(np.concatenate(grays),
                                   np.concatenate([p + o for (p, _), o in zip(parts, offsets)]),
-                                  name, params, threads)
+                                  name, params, threads, device=device)
             ends = np.cumsum([len(p) for p, _ in parts])[:-1]
             return [(v, p, i, f, _pair_counts(g, p, f))
                     for v, g, (p, i), f in zip(group, grays, parts, np.split(flows, ends))]
@@ -490,8 +504,8 @@ def process_shard(faces_path: str, segments_path: str, out_path: str, name: str,
         if backend == "torch" and ids:
             counts = [len(segment_pairs(segs.segment_index(v))[0]) for v in ids]
             shape = faces.frame_shape(ids[0])
-            groups = [[ids[k] for k in g]
-                      for g in group_videos(counts, pairs_per_batch(name, backend, device, shape))]
+            batch = pairs_per_batch(name, backend, torch_device, shape)
+            groups = [[ids[k] for k in g] for g in group_videos(counts, batch)]
         pending = prefetch.submit(compute, groups[0]) if groups else None
         computed = differing = clipped = vectors = 0
         moved = False

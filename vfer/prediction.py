@@ -123,7 +123,7 @@ def run_stages(b: bundles.Bundle, videos: list[tuple[str, str]], work: Path, dev
         flow.process_shard(str(files["faces"]), str(files["segments"]),
                            str(files[f"flow:{key}"]), p["method"], dict(p["params"]),
                            p["bound"], p["consecutive"], provenance, threads=threads,
-                           store_raw=p["store_raw"])
+                           store_raw=p["store_raw"], device=device.type)
     for key, p in pre["dynamics"].items():
         source = key.split("/", 1)[0]
         dynamic.process_shard(source, str(files["faces"]), str(files["segments"]),

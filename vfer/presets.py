@@ -39,7 +39,10 @@ def reported_rows(system: str) -> list[dict]:
 
 
 def run(system: str, samples: Path, workdir: Path, cores: int, extra: list[str] = ()) -> float:
-    """Run a small preset in ``workdir`` on ``samples``; returns the wall seconds."""
+    """Run a small preset in ``workdir`` on ``samples``, one GPU job at a time where torch sees
+    CUDA; returns the wall seconds."""
+    from vfer.runtime import select_device
+
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config").mkdir(exist_ok=True)
     shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
@@ -47,6 +50,8 @@ def run(system: str, samples: Path, workdir: Path, cores: int, extra: list[str] 
                "-d", str(workdir), "--cores", str(cores), "--configfile",
                *map(str, preset_files(system)), "--config", f"samples={samples.resolve()}",
                *extra]
+    if select_device("auto").type == "cuda":
+        command += ["--resources", "gpu=1"]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:

@@ -226,6 +226,16 @@ def gpu_jobs(wildcards):
     return int(MODELS[wildcards.model]["kind"] == "network" and config["device"] != "cpu")
 
 
+def flow_gpu_jobs(wildcards):
+    """1 for a flow variant that computes on CUDA where present (backend auto or torch) unless
+    the config says device: cpu: it sizes its batches to the device's free memory, so two
+    such jobs on one GPU could both run out of it."""
+    from vfer.flow import uses_gpu
+
+    variant = PLAN.flows[wildcards.flow_key]
+    return int(uses_gpu(variant["method"], variant["params"], config["device"]))
+
+
 def dynamic_params(source):
     """The dynamic-image variants of one source in use: {key: params}."""
     prefix = f"{source}/"

@@ -17,6 +17,7 @@ rule flow:
     resources:
         mem_mb=3000,
         runtime=120,
+        gpu=flow_gpu_jobs,
     params:
         flow=lambda wc: PLAN.flows[wc.flow_key],
     script:

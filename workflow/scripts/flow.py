@@ -16,4 +16,5 @@ flow.process_shard(
     provenance(snakemake.rule, snakemake.config, params),
     threads=snakemake.threads,
     store_raw=params["store_raw"],
+    device=snakemake.config["device"],  # not a param: a device switch reruns no flows
 )
