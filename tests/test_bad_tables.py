@@ -239,6 +239,25 @@ def test_static_videos_and_short_freezes_are_read(tmp_path):
         assert len(read_video(tmp_path / f"{name}.avi")[0]) == len(frames)
 
 
+def test_frame_intervals_tell_a_variable_frame_rate(demo_clip):
+    from vfer.video import FrameSource, frame_intervals, variable_rate_note
+
+    with FrameSource(demo_clip[0]) as src:
+        frames = list(src)
+    assert frame_intervals(src.times_ms) == pytest.approx([40, 40, 40])  # 25 fps
+    assert len(src.times_ms) == len(frames)
+    assert frame_intervals([33, 67, 100, 133]) == [33.0, 33.0, 34.0]  # whole ms at 29.97 fps
+    assert variable_rate_note(frame_intervals([33, 67, 100, 133])) == ""
+    assert frame_intervals([0, 33.3, 75, 116.7]) == pytest.approx([33.3, 41.7, 41.7])
+    assert variable_rate_note([33.3, 41.7, 41.7]) == (
+        "variable frame rate (frames 33.3-41.7 ms apart): frames are taken as equally spaced, "
+        "so segments span unequal times and a flow grows with its interval; re-encode at a "
+        "constant rate (ffmpeg -fps_mode cfr -r N)")
+    # Raw streams give no timestamps (the same value for every frame): unknown, no note.
+    assert frame_intervals([-3.7e20] * 5) is None and frame_intervals([0.0]) is None
+    assert variable_rate_note(None) == ""
+
+
 def test_the_video_fails_alone_in_its_shard(tmp_path, demo_clip):
     import h5py
 

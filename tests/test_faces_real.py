@@ -7,6 +7,7 @@ import h5py
 
 from tests.conftest import stage_defaults
 from vfer import faces
+from vfer.video import variable_rate_note
 
 pytestmark = pytest.mark.realdata
 
@@ -51,6 +52,11 @@ def test_no_face_video_fails_alone_and_its_shard_completes(real_data, tmp_path):
 def test_face_then_no_face(real_data):
     t = track(real_data / "unlabeled/face_noface.mov")
     assert t.detected[:60].all() and not t.detected[100:].any()
+    # A phone clip of 30 and 24 fps stretches: its frames are not equally spaced in time.
+    shortest, median, longest = t.attrs["frame_intervals_ms"]
+    assert shortest < 20 and longest >= 41.6 and 33 < median < 42
+    assert variable_rate_note(t.attrs["frame_intervals_ms"]).startswith(
+        f"variable frame rate (frames {shortest:.1f}-{longest:.1f} ms apart)")
     assert_no_crop_from_a_faceless_frame(t)
     assert np.isnan(t.boxes[~t.detected]).all() and (t.scores[~t.detected] == 0).all()
 
@@ -86,3 +92,4 @@ def test_containers_decode_and_track(real_data, name, frames):
     t = track(real_data / name)
     assert t.attrs["decoded_frames"] == frames
     assert t.detected.mean() >= 0.95
+    assert variable_rate_note(t.attrs["frame_intervals_ms"]) == ""  # constant frame rates

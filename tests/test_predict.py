@@ -283,3 +283,15 @@ def test_final_model_of_the_tiny_workflow_predicts(run, tmp_path):
     table = pd.read_csv(tmp_path / "p/predictions.tsv", sep="\t", keep_default_na=False)
     assert len(table) == 8 and (table["failure"] == "").all() and (table["note"] == "").all()
     np.testing.assert_allclose(table[CLASSES].sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.realdata
+def test_a_variable_frame_rate_is_noted(made, real_data, tmp_path):
+    from vfer.prediction import predict
+
+    root, _ = made
+    clips = [real_data / "unlabeled/face_noface.mov", real_data / "cremad/1001_DFA_ANG_XX.flv"]
+    table = predict(root / "bundle", [str(c) for c in clips], out=tmp_path, progress=False)
+    notes = dict(zip(table["video"], table["note"]))
+    assert notes["face_noface"].startswith("variable frame rate (frames 13.7-50.0 ms apart)")
+    assert notes["1001_DFA_ANG_XX"] == ""  # 29.97 fps in whole milliseconds: constant

@@ -32,7 +32,7 @@ from scipy.ndimage import gaussian_filter1d
 from vfer.io import atomic_path, write_png
 from vfer.runtime import progress, quiet_native_logs
 from vfer.store import FacesFile
-from vfer.video import FrameSource, VideoError, resample
+from vfer.video import FrameSource, VideoError, frame_intervals, resample, variable_rate_note
 
 log = logging.getLogger(__name__)
 
@@ -454,6 +454,7 @@ def track_video(path: str, detector, params: dict, keep_bytes: int = 512 << 20) 
                 frames.append(frame)
             dets.append(detect_scaled(detector, frame, params["detect_max_side"]))
             index.append(i)
+        intervals = frame_intervals(src.times_ms)
     n = len(dets)
     raw = np.array([d is not None for d in dets])
     detected = drop_short_runs(raw, params["min_track"])
@@ -514,7 +515,8 @@ def track_video(path: str, detector, params: dict, keep_bytes: int = 512 << 20) 
     attrs = {"path": path, "source": info.kind, "decoded_frames": decoded,
              "declared_frames": info.declared_frames, "fps": info.fps, "stored_fps": out_fps,
              "width": shape[1], "height": shape[0], "detected_frames": int(detected.sum()),
-             "rejected_detections": int((raw & ~detected).sum()), "align": mode}
+             "rejected_detections": int((raw & ~detected).sum()), "align": mode,
+             "frame_intervals_ms": intervals}
     return FaceTrack(crops, boxes, scores, eyes.astype(np.float32), landmarks, detected, source,
                      np.asarray(index, np.int32), attrs)
 
@@ -605,6 +607,8 @@ def _process_shard(videos: list[tuple[str, str]], out_path: str, failures_path: 
                               track.landmarks, track.detected, track.source, track.frame_index,
                               track.attrs)
                 frames += len(track.crops)
+                if note := variable_rate_note(track.attrs["frame_intervals_ms"]):
+                    log.warning("%s: %s: %s", video_id, note, path)
                 picks = np.unique(np.linspace(0, len(track.crops) - 1, 8).round().astype(int))
                 sheet_rows.append((video_id, track.crops[picks], track.detected[picks]))
                 log.info("%s: %d frames, face in %d", video_id, len(track.crops),

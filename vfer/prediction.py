@@ -27,7 +27,7 @@ import pandas as pd
 from vfer import __version__
 from vfer import bundle as bundles
 from vfer.io import file_sha256
-from vfer.video import image_files
+from vfer.video import image_files, variable_rate_note
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,8 @@ def _read_outputs(b: bundles.Bundle, work: Path, ids: list[str]) -> dict[str, di
                         streams.append(f.scores(vid) if softmax else f.features(vid))
             if len(streams) != len(b.meta["head"]["streams"]):
                 continue
-            fps = float(faces.video_attrs(vid).get("stored_fps") or 0) or 1.0
+            attrs = faces.video_attrs(vid)
+            fps = float(attrs.get("stored_fps") or 0) or 1.0
             index = segs.segment_index(vid)
             n = faces.n_frames(vid)
             picks = np.unique(np.linspace(0, n - 1, 8).round().astype(int))
@@ -171,6 +172,7 @@ def _read_outputs(b: bundles.Bundle, work: Path, ids: list[str]) -> dict[str, di
                         "face_share": face_share(index, detected) if per_segment
                         else np.full(len(streams[0]), np.nan),
                         "fps": fps, "crops": faces.frames(vid, picks), "crop_times": picks / fps,
+                        "intervals": json.loads(attrs.get("frame_intervals_ms", "null")),
                         "crop_detected": detected[picks]}
     return out
 
@@ -296,7 +298,10 @@ def predict(model: str | os.PathLike, inputs, out: str | os.PathLike = "predicti
                 row.update({"predicted": classes[int(probs.argmax())],
                             **{c: float(p) for c, p in zip(classes, probs)},
                             "frames": got["frames"], "faces_found": got["faces"],
-                            "failure": "", "note": fps_note(got["fps"], trained_fps)})
+                            "failure": "",
+                            "note": "; ".join(n for n in (fps_note(got["fps"], trained_fps),
+                                                          variable_rate_note(got["intervals"]))
+                                              if n)})
                 if row["note"]:
                     log.warning("%s: %s", r["video_id"], row["note"])
                 rows.append(row)

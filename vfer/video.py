@@ -2,7 +2,9 @@
 
 Frames are counted as decoded; a container's frame count is kept only for information.
 Grayscale input becomes 3 channels. ``resample`` picks frames for a lower target rate. A frame
-size that changes within a video or a sequence is an error (``FrameSizeError``).
+size that changes within a video or a sequence is an error (``FrameSizeError``). Frames are
+taken as equally spaced in time; the decoded frames' timestamps tell a video whose frame rate
+varies (``frame_intervals``, ``variable_rate_note``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import numpy as np
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
 #: A frozen band of rows (``FrozenRows``) counts as a size change once it lasts this long.
 FROZEN_SECONDS, FROZEN_MIN_FRAMES = 1.0, 10
+#: A video whose frame intervals spread (longest - shortest) by more than this share of their
+#: median has a variable frame rate (integer-millisecond timestamps at 29.97 fps spread 3%).
+VARIABLE_RATE_SPREAD = 0.1
 
 
 class VideoError(Exception):
@@ -75,6 +80,7 @@ class FrameSource:
         self.path = os.fspath(path)
         self._cap = None
         self._files: list[Path] = []
+        self.times_ms: list[float] = []  # of the decoded frames of a video file
         if not os.path.exists(self.path):
             raise VideoError(f"file not found: {self.path}")
         if os.path.isdir(self.path):
@@ -109,6 +115,7 @@ class FrameSource:
                         raise VideoError(self.undecodable())
                     return
                 frozen.check(frame)
+                self.times_ms.append(self._cap.get(cv2.CAP_PROP_POS_MSEC))
                 yield _to_rgb(frame)
         first, scale = None, None
         for i, file in enumerate(self._files):
@@ -135,6 +142,25 @@ class FrameSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def frame_intervals(times_ms: list[float]) -> list[float] | None:
+    """[shortest, median, longest] interval (ms) between consecutive decoded frames, from their
+    timestamps; None where there are none that increase (image sequences, raw streams)."""
+    gaps = np.diff(np.asarray(times_ms, float))
+    if not len(gaps) or not np.isfinite(gaps).all() or (gaps <= 0).any():
+        return None
+    return [float(gaps.min()), float(np.median(gaps)), float(gaps.max())]
+
+
+def variable_rate_note(intervals: list[float] | None) -> str:
+    """Why the frames of a video with ``intervals`` (frame_intervals) are not equally spaced in
+    time, or "" for a constant rate or unknown timestamps."""
+    if intervals is None or intervals[2] - intervals[0] <= VARIABLE_RATE_SPREAD * intervals[1]:
+        return ""
+    return (f"variable frame rate (frames {intervals[0]:.1f}-{intervals[2]:.1f} ms apart): "
+            "frames are taken as equally spaced, so segments span unequal times and a flow "
+            "grows with its interval; re-encode at a constant rate (ffmpeg -fps_mode cfr -r N)")
 
 
 def _size(shape: tuple[int, ...]) -> str:
