@@ -312,6 +312,21 @@ def test_weights_for_other_classes_load_everything_but_the_head(tmp_path):
         assert torch.equal(model.tap(x, ["pool"])[0], imagenet.tap(x, ["pool"])[0])
 
 
+def test_resnet_files_without_batch_counters_load(tmp_path):
+    """torchvision's ResNet files predate BatchNorm's num_batches_tracked: they load whole."""
+    torch.manual_seed(0)
+    source = build_backbone("resnet18", 1000).eval()
+    state = {k: v for k, v in source.state_dict().items() if "num_batches_tracked" not in k}
+    assert len(state) == len(source.state_dict()) - 20  # one counter per BatchNorm
+    torch.save(state, tmp_path / "r18.pth")
+    model = build_backbone("resnet18", 1000).eval()
+    info = load_weights(model, tmp_path / "r18.pth", "fc")
+    assert info["head_loaded"] and info["missing_optional"] == 0
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), source(x))
+
+
 def test_bad_weights_files_name_the_file_and_the_layer(tmp_path):
     model = build_backbone("resnet18", 6)
     state = model.state_dict()

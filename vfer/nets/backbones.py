@@ -512,8 +512,10 @@ def load_weights(model: nn.Module, path: str | os.PathLike, head: str,
                  optional: Sequence[str] = ()) -> dict:
     """Load a torchvision-format state_dict file (weights_only) into ``model``.
 
-    Every tensor except the class layer ``head`` and those whose names contain one of the
-    ``optional`` substrings (left at initialisation) must be present with the model's shape;
+    Every tensor except the class layer ``head``, those whose names contain one of the
+    ``optional`` substrings (left at initialisation) and BatchNorm's ``num_batches_tracked``
+    (absent from torchvision's ResNet files, saved before torch counted batches; it is used
+    only without a momentum) must be present with the model's shape;
     the head is taken only when it already has the model's number of classes. Raises
     WeightsError naming the file and the first offending layer. Returns what was loaded, the
     file's hash and how many optional tensors the file lacked.
@@ -537,6 +539,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, head: str,
     loaded, head_loaded, missing_optional = {}, True, 0
     for key, tensor in own.items():
         if key not in state:
+            if key.endswith(".num_batches_tracked"):
+                continue
             if any(s in key for s in optional):
                 missing_optional += 1
                 continue
