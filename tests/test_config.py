@@ -124,6 +124,17 @@ def test_bad_keys_and_values_are_refused_with_their_path(edit, message):
     (lambda c: c["networks"]["rgb_flow_lstm"].update(
         fusion={"kind": "sum", "gating": {"from": "flow", "to": "rgb", "at": ["layer3.0"]}}),
      r"gating needs both branches on the same residual backbone"),
+    (lambda c: c["networks"]["rgb_flow_lstm"].update(
+        inputs={"rgb": {"input": "frames", "backbone": "resnet18", "size": 32},
+                "flow": {"input": "flow", "backbone": "resnet18", "size": 32}},
+        fusion={"kind": "sum", "gating": {"from": "flow", "to": "rgb", "at": ["layer3.0"]}}),
+     r"rgb_flow_lstm.fusion.gating: 'flow' has 15 steps and 'rgb' 16: a gater needs the same "
+     r"steps"),
+    (lambda c: c["networks"]["rgb_flow_lstm"]["inputs"].update(
+        flow={"input": "frames", "backbone": "small_cnn", "size": 32, "share": "rgb",
+              "weights": "other.pth"}),
+     r"inputs.flow.weights: this input shares the backbone of 'rgb', which starts from that "
+     r"input's weights \(random initialisation\); set them there"),
     (lambda c: c["experiments"].append({"name": "n", "streams": ["spatial", "temporal"],
                                         "normalise": {"dynamic": "l2"}}),
      rf"experiments\[{NEXT}\].normalise: 'dynamic' is not a stream of this experiment"),

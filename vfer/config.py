@@ -394,6 +394,11 @@ def _network_model(config: dict, plan: Plan, name: str, n: dict) -> dict:
                     (branch["backbone"], branch["backbone_options"], branch["size"]):
                 raise ConfigError(f"{bwhere}.share: sharing needs the same backbone, options "
                                   f"and size as {branch['share']!r}")
+            owner = n["inputs"][branch["share"]]["weights"]
+            if b["weights"] not in (None, owner):
+                raise ConfigError(f"{bwhere}.weights: this input shares the backbone of "
+                                  f"{branch['share']!r}, which starts from that input's weights "
+                                  f"({owner or 'random initialisation'}); set them there")
         branches.append(branch)
         sources[bname] = _source(config, plan, b["input"], b, bwhere)
         weights[bname] = _weights(branch, b["weights"], bwhere)
@@ -430,6 +435,11 @@ def _check_gating(gating: dict, branches: dict, where: str) -> None:
             (b["backbone"], b["backbone_options"], b["size"]):
         raise ConfigError(f"{where}: gating needs both branches on the same residual backbone "
                           "(resnet*, se_resnet*) with the same options and size")
+    if not (a["steps"] == b["steps"] or 1 in (a["steps"], b["steps"])):
+        raise ConfigError(f"{where}: {gating['from']!r} has {a['steps']} steps and "
+                          f"{gating['to']!r} {b['steps']}: a gater needs the same steps as the "
+                          "branch it gates, or one step (e.g. frames with the segment's dynamic "
+                          "image, not with its flows)")
     for block in gating["at"]:
         stage, index = block.split(".")
         if int(index) >= blocks[stage]:
