@@ -56,3 +56,13 @@ def test_markdown_and_html_flag_the_fusions_below_their_best_member():
     fine = report.summary_table({"a": RESULTS["a"], "ab": result(["a", "b"], 0.95)})
     assert "Below" not in report.summary_markdown(fine)
     assert "vfer-below\">" not in report.summary_html(fine, b"png", "a", pd.DataFrame())
+
+
+def test_a_fusion_that_ties_its_best_member_is_not_below_it():
+    """Equal per-fold means computed from other fold accuracies differ in the last bits."""
+    a, ab = sum([0.0, 0.3, 0.5, 0.9, 1.0]) / 5, sum([0.2, 0.5, 0.6, 0.7, 0.7]) / 5
+    assert a != ab  # 0.54 both, one ulp apart
+    table = report.summary_table({"a": result(["a"], a), "ab": result(["a", "b"], ab)})
+    row = table.set_index("experiment").loc["ab"]
+    assert row["vs_best_member"] == 0.0 and not row["below_best_member"]
+    assert "a 54.00 (+0.00)" in report.summary_markdown(table)

@@ -15,11 +15,12 @@ formulas.
   variance, whatever its dimension. ``select`` chooses the streams (every non-empty subset)
   and the classifier's parameters together by inner cross-validation.
 * Score fusion (``scores``): one classifier per stream; its out-of-fold decision scores on the
-  inner folds train a multinomial logistic regression that maps them to class probabilities
-  (subject-grouped calibration); then the stream is refitted on all training videos. The
-  calibrated probabilities are averaged (``weights: mean``) or weighted with weights on the
-  simplex that minimise their cross-fitted log loss (``learned``); ``stacking`` trains one
-  multinomial logistic regression on every stream's out-of-fold scores instead.
+  inner folds fit one temperature that maps them to class probabilities (subject-grouped
+  calibration); then the stream is refitted on all training videos. The calibrated
+  probabilities are averaged (``weights: mean``) or weighted with the weights on a simplex
+  grid whose fused prediction is right most often on cross-fitted probabilities, the closest
+  to the plain mean among ties (``learned``); ``stacking`` fits a multinomial logistic
+  regression on the streams' log-probabilities, shrunk towards the plain mean, instead.
 * Segments to videos (``aggregate``): ``mean_features`` averages a video's segment features
   before classification; ``mean_scores`` classifies segments (each with its video's label)
   and averages their scores per video.
@@ -622,6 +623,10 @@ def run(folds: pd.DataFrame, feature_files: dict[str, dict[int, str]], classes: 
     if empty:
         log.warning("folds %s are left out: none of their test videos has features in every "
                     "file (they failed upstream; see excluded_videos)", empty)
+    if not set(folds["fold"]) - {-1}:
+        raise ValueError(f"no test video has features in every features file ({len(excluded)} "
+                         f"videos left out, e.g. {excluded[:5]}): "
+                         f"{sorted({p for s in feature_files.values() for p in s.values()})}")
     ids = videos["video_id"].tolist()
     position = {v: i for i, v in enumerate(ids)}
     y = videos["label"].map(class_index).to_numpy()

@@ -81,6 +81,10 @@ def _best_members(results: dict[str, dict]) -> dict[str, tuple[str, float]]:
     return out
 
 
+#: Accuracy differences (percentage points) below this are ties (float rounding of means).
+TIE = 1e-9
+
+
 def summary_table(results: dict[str, dict]) -> pd.DataFrame:
     """One row per experiment: streams, fusion, folds and mean +- std of each metric (%); for
     a fusion, its best member (the single-stream experiment of one of its streams with the
@@ -95,9 +99,12 @@ def summary_table(results: dict[str, dict]) -> pd.DataFrame:
             row[f"{k}_mean"] = 100.0 * r["mean"][k]["mean"]
             row[f"{k}_std"] = 100.0 * r["mean"][k]["std"]
         member, accuracy = best.get(name, ("", np.nan))
+        # Two means of the same per-fold accuracies in another order may differ in the last
+        # bits: a difference below TIE is a tie, not "below".
+        versus = row["accuracy_mean"] - accuracy
+        versus = 0.0 if abs(versus) < TIE else versus
         row.update({"best_member": member, "best_member_accuracy": accuracy,
-                    "vs_best_member": row["accuracy_mean"] - accuracy,
-                    "below_best_member": bool(row["accuracy_mean"] < accuracy)})
+                    "vs_best_member": versus, "below_best_member": bool(versus < 0)})
         rows.append(row)
     return pd.DataFrame(rows)
 
