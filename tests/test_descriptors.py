@@ -126,6 +126,18 @@ def test_hog_and_lbp_top_shapes_and_histograms():
     np.testing.assert_allclose(hist.sum(1), 1.0, atol=1e-6)
 
 
+def test_lbp_top_codes_only_pixels_inside_the_volume():
+    """A flat volume is one code in every plane and block (no zero-padding codes at the
+    borders), and a uniform brightness change leaves the descriptor as it is."""
+    flat = descriptors.lbp_top(np.full((16, 64, 64), 90.0)).reshape(16 * 3, 59)
+    assert (flat.max(1) == 1.0).all() and len(set(flat.argmax(1))) == 1
+    rng = np.random.default_rng(1)
+    volume = rng.integers(20, 100, (16, 64, 64)).astype(np.float32)
+    np.testing.assert_array_equal(descriptors.lbp_top(volume), descriptors.lbp_top(volume + 150))
+    with pytest.raises(ValueError, match="LBP-TOP needs at least 3 frames"):
+        descriptors.lbp_top(volume[:2])
+
+
 def test_static_video_has_no_hog_motion():
     frames = np.repeat(np.random.default_rng(2).integers(0, 255, (1, 64, 64, 3)).astype(np.uint8), 6, 0)
     feats = descriptors.handcrafted_features(frames, np.arange(6)[None], "hog")[0]

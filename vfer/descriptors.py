@@ -113,7 +113,9 @@ def hog(image: np.ndarray) -> np.ndarray:
 
 def lbp_top(volume: np.ndarray, blocks: int = 4) -> np.ndarray:
     """LBP-TOP of a grayscale volume (T x H x W): uniform LBP histograms (59 bins) of the XY,
-    XT and YT planes in ``blocks`` x ``blocks`` spatial blocks (blocks^2 * 3 * 59 values)."""
+    XT and YT planes in ``blocks`` x ``blocks`` spatial blocks (blocks^2 * 3 * 59 values), over
+    the centre pixels whose neighbours lie inside the volume in every plane (the border's codes
+    would compare with skimage's zero padding, and change with the brightness)."""
     from skimage.feature import local_binary_pattern
 
     def codes(planes):
@@ -121,9 +123,13 @@ def lbp_top(volume: np.ndarray, blocks: int = 4) -> np.ndarray:
 
     volume = np.clip(np.rint(volume), 0, 255).astype(np.uint8)  # LBP compares integer levels
     t, h, w = volume.shape
-    xy = codes(volume)                                        # T x H x W
-    xt = codes(volume.transpose(1, 0, 2)).transpose(1, 0, 2)  # rows over time
-    yt = codes(volume.transpose(2, 0, 1)).transpose(1, 2, 0)  # columns over time
+    if min(t, h, w) < 3:
+        raise ValueError(f"LBP-TOP needs at least 3 frames, rows and columns, got {t} x {h} x {w}")
+    inner = (slice(1, -1),) * 3
+    xy = codes(volume)[inner]                                        # T-2 x H-2 x W-2
+    xt = codes(volume.transpose(1, 0, 2)).transpose(1, 0, 2)[inner]  # rows over time
+    yt = codes(volume.transpose(2, 0, 1)).transpose(1, 2, 0)[inner]  # columns over time
+    h, w = h - 2, w - 2
     out = []
     for by in range(blocks):
         ys = slice(by * h // blocks, (by + 1) * h // blocks)
