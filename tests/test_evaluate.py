@@ -496,6 +496,12 @@ def test_a_fold_whose_test_videos_all_failed_is_reported_not_silently_dropped(tm
     assert result["folds_without_videos"] == [1]
     assert sorted(result["excluded_videos"]) == sorted(failed)
     assert "folds [1] are left out" in caplog.text
+    with pytest.raises(ValueError, match=r"no test video has features in every features file "
+                                         r"\(24 videos left out, e\.g\. \['v0_0'"):
+        evaluate.run(samples, {"hog": {k: features_file(tmp_path / "none.h5", samples,
+                                                        np.random.default_rng(0),
+                                                        skip=set(samples["video_id"]))
+                                       for k in range(3)}}, ["x", "y"], Settings())
 
 
 def test_segment_level_fusion_refuses_streams_whose_segments_differ(tmp_path):
@@ -527,9 +533,3 @@ def test_model_selection_without_inner_folds_warns_and_ties_keep_the_smaller_c(c
     _, chosen = exp.fit_predict(exp.prepare(streams), y, subjects, train, test)
     assert chosen["params"]["C"] == 0.1 and chosen["inner_folds"] == 0
     assert "no inner folds of the training subjects" in caplog.text
-    with pytest.raises(ValueError, match=r"no test video has features in every features file "
-                                         r"\(24 videos left out, e\.g\. \['v0_0'"):
-        evaluate.run(samples, {"hog": {k: features_file(tmp_path / "none.h5", samples,
-                                                        np.random.default_rng(0),
-                                                        skip=set(samples["video_id"]))
-                                       for k in range(3)}}, ["x", "y"], Settings())

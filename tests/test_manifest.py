@@ -44,7 +44,7 @@ def test_rml(tmp_path):
     clip(tmp_path / "s2/disgust/clip3.avi")
     m = manifest.build("rml", tmp_path, out_dir=tmp_path)
     assert rows(m) == [("s1_an1", "anger", "s1"), ("s1_ha2", "happiness", "s1"),
-                       ("s2_clip3", "disgust", "s2")]
+                       ("s2_disgust_clip3", "disgust", "s2")]
 
 
 def test_baum1s_with_its_annotations(tmp_path):
@@ -162,3 +162,104 @@ def test_command_line_writes_the_table_and_counts_exclusions(tmp_path, capsys):
     assert table["path"].tolist() == ["../cremad/1001_DFA_ANG_XX.flv"]
     assert main(["manifest", "--layout", "cremad", str(tmp_path / "missing"), "-o", str(out)]) == 2
     assert "dataset folder not found" in capsys.readouterr().err
+
+
+def test_enterface_subjects_and_labels_come_from_the_folders(tmp_path):
+    """The release names subject 11's files s12_*, subject 3's s_3_*, and one s16_su_3avi."""
+    clip(tmp_path / "subject 11/anger/sentence 1/s12_an_1.avi")
+    clip(tmp_path / "subject 12/anger/sentence 1/s12_an_1.avi")
+    clip(tmp_path / "subject 3/fear/sentence 2/s_3_fe_2.avi")
+    clip(tmp_path / "subject 16/surprise/sentence 3/s16_su_3avi.avi")
+    m = manifest.build("enterface", tmp_path, out_dir=tmp_path)
+    assert rows(m) == [("s11_s12_an_1", "anger", "s11"), ("s12_an_1", "anger", "s12"),
+                       ("s16_su_3", "surprise", "s16"), ("s3_fe_2", "fear", "s3")]
+    assert "1 files are named for another subject than their 'subject N' folder" in m.summary()
+    clip(tmp_path / "subject 1/happiness/sentence 1/s1_sa_1.avi")
+    with pytest.raises(ManifestError, match=r"1 clips whose file name names another emotion "
+                                            r"than their folder: .*s1_sa_1.avi \(sa in happiness"):
+        manifest.build("enterface", tmp_path)
+
+
+def test_rml_subject_folder_below_the_release_folders(tmp_path):
+    clip(tmp_path / "rml-1/s1/an1.avi")
+    clip(tmp_path / "rml-1/s5/English/sa1.avi")
+    clip(tmp_path / "rml-1/s5/Mandarin/sa1.avi")
+    clip(tmp_path / "rml-2/s6/anger/sample2.avi")  # "sa..." is no code here: the folder's label
+    m = manifest.build("rml", tmp_path, out_dir=tmp_path)
+    assert rows(m) == [("s1_an1", "anger", "s1"), ("s5_English_sa1", "sadness", "s5"),
+                       ("s5_Mandarin_sa1", "sadness", "s5"), ("s6_anger_sample2", "anger", "s6")]
+    clip(tmp_path / "rml-2/s7/fear/an1.avi")
+    with pytest.raises(ManifestError, match=r"an1.avi \(an in fear\)"):
+        manifest.build("rml", tmp_path)
+
+
+def test_links_hidden_files_and_broken_links(tmp_path):
+    store, data = tmp_path / "store", tmp_path / "data"
+    clip(store / "Actor_02/02-01-05-01-01-01-02.mp4")
+    clip(data / "Actor_01/02-01-05-01-01-01-01.mp4")
+    clip(data / "Actor_01/._02-01-05-01-01-01-01.mp4")  # a macOS resource fork
+    clip(data / "__MACOSX/Actor_01/02-01-05-01-01-01-01.mp4")
+    (data / "Actor_02").symlink_to(store / "Actor_02", target_is_directory=True)
+    m = manifest.build("ravdess", data, out_dir=tmp_path)
+    assert sorted(m.table["subject"]) == ["Actor_01", "Actor_02"]
+    assert "2 hidden files and folders (dot files, __MACOSX) are skipped" in m.summary()
+    (data / "Actor_01/02-01-03-01-01-01-01.mp4").symlink_to(tmp_path / "gone.mp4")
+    with pytest.raises(ManifestError, match=r"(?s)1 files .* do not match.*02-01-03-01-01-01-01.mp4"):
+        manifest.build("ravdess", data)
+
+
+def test_ravdess_keeps_one_file_per_recording(tmp_path):
+    clip(tmp_path / "Actor_01/01-01-06-01-02-01-01.mp4")  # audio-video
+    clip(tmp_path / "Actor_01/02-01-06-01-02-01-01.mp4")  # the same recording, video only
+    clip(tmp_path / "Actor_01/01-01-03-01-02-01-01.mp4")  # audio-video only
+    m = manifest.build("ravdess", tmp_path, out_dir=tmp_path)
+    assert sorted(m.table["video_id"]) == ["01-01-03-01-02-01-01", "02-01-06-01-02-01-01"]
+    assert "1 audio-video files (01) of recordings that also have a video-only" in m.summary()
+    assert len(manifest.build("ravdess", tmp_path, modality="all").table) == 3
+    clip(tmp_path / "Actor_02/02-01-06-01-02-01-01.mp4")  # in another actor's folder
+    with pytest.raises(ManifestError, match=r"(?s)1 files .* do not match.*Actor_02/02-01-06"):
+        manifest.build("ravdess", tmp_path)
+
+
+def test_baum1s_sheet_conflicts_and_mental_states(tmp_path):
+    for name in ("S001/S001_001.mp4", "S001/S001_002.mp4"):
+        clip(tmp_path / "clips" / name)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("clip,label\nS001_001,Joy\nS001_002,Thinking\nS009_001,Anger\n")
+    m = manifest.build("baum1s", tmp_path / "clips", out_dir=tmp_path, labels=labels)
+    assert rows(m) == [("S001_001", "happiness", "S001")] and m.excluded == {"thinking": 1}
+    assert "1 clips of the labels sheet have no video file (e.g. S009_001)" in m.summary()
+    labels.write_text("clip,label\nS001_001,Joy\nS001_001,Anger\n")
+    with pytest.raises(ManifestError, match="clip S001_001 is labelled both 'Joy' and 'Anger'"):
+        manifest.build("baum1s", tmp_path / "clips", labels=labels)
+    with pytest.raises(ManifestError, match="table not found: .*nope.csv"):
+        manifest.build("baum1s", tmp_path / "clips", labels=tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize("text, message", [("", "not a CK\\+ emotion file"),
+                                           ("disgust", "not a CK\\+ emotion file"),
+                                           ("2.5e+00", "unknown CK\\+ emotion code 2.5")])
+def test_ckplus_emotion_files_that_hold_no_code(tmp_path, text, message):
+    ckplus_tree(tmp_path, {("S005", "001"): 3})
+    next((tmp_path / "Emotion").rglob("*_emotion.txt")).write_text(text)
+    with pytest.raises(ManifestError, match=message):
+        manifest.build("ckplus", tmp_path)
+
+
+def test_generic_subfolders_without_images_are_no_sequences(tmp_path):
+    clip(tmp_path / "joy/subjA/take1.mp4")
+    clip(tmp_path / "joy/subjA/session2/clip.mp4")
+    with pytest.raises(ManifestError, match=r"(?s)1 files .* do not match.*joy/subjA/session2"):
+        manifest.build("generic", tmp_path)
+
+
+def test_a_split_table_is_evaluated_by_its_split_only(tmp_path):
+    from vfer.folds import assign_folds
+
+    for name in ("Train/Angry/1.avi", "Train/Happy/2.avi", "Val/Angry/3.avi", "Val/Happy/4.avi"):
+        clip(tmp_path / name)
+    table = manifest.build("afew", tmp_path, out_dir=tmp_path).table
+    assert set(assign_folds(table, "split")["fold"]) == {-1, 0}
+    with pytest.raises(ValueError, match="the samples table has a split column .* protocol "
+                                         "losgo would mix its rows across folds"):
+        assign_folds(table, "losgo", groups=2)

@@ -152,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="take the classes from this config file")
     p.add_argument("--labels", default=None, help="baum1s: CSV/TSV with columns clip, label")
     p.add_argument("--csv", default=None, help="generic: CSV/TSV with path, label, subject")
-    p.add_argument("--modality", default="all", choices=["all", "01", "02"],
-                   help="ravdess: 01 audio-video, 02 video-only, or all")
+    p.add_argument("--modality", default="auto", choices=["auto", "all", "01", "02"],
+                   help="ravdess: one file per recording (auto: video-only 02, else "
+                        "audio-video 01), only 01 or 02, or all (both copies of a recording)")
     p.add_argument("--ignore-unmatched", action="store_true",
                    help="leave out (and list) video files that do not match the layout")
     p.set_defaults(func=_manifest)

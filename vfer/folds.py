@@ -112,6 +112,10 @@ def assign_folds(samples: pd.DataFrame, protocol: str, groups: int = 5, seed: in
         out["fold"] = np.where(split == "test", 0, -1)
         out["split"] = split.to_numpy()
         return out.reset_index(drop=True)
+    if "split" in samples.columns and (samples["split"].astype(str).str.strip() != "").any():
+        raise ValueError(f"the samples table has a split column (train, val, test rows; AFEW's "
+                         f"official partition): protocol {protocol} would mix its rows across "
+                         "folds; use protocol: split, or remove the column")
     if protocol == "loso":
         mapping = {s: i for i, s in enumerate(sorted(set(subjects)))}
     elif protocol == "losgo":

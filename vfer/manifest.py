@@ -9,8 +9,10 @@ mapped and clips without a subject.
 
 | layout   | where label, subject and split come from                                           |
 |----------|-------------------------------------------------------------------------------------|
-| enterface | ``subject 1/anger/sentence 1/s1_an_1.avi``: subject and emotion code in the name    |
-| rml      | ``s1/.../an1.avi`` (or ``s1/anger/...``): subject folder, emotion code or folder      |
+| enterface | ``subject 1/anger/sentence 1/s1_an_1.avi``: subject and emotion folders, checked    |
+|          | against the name's code (a name of another subject: the folder wins, with a note)    |
+| rml      | ``rml-1/s1/.../an1.avi`` (or ``s1/anger/...``): the ``s<N>`` folder; emotion code or  |
+|          | word in the name, or an emotion folder (both: they must agree)                        |
 | baum1s   | ``S001/S001_001.mp4``: subject folder; labels from ``labels`` (CSV: clip, label)      |
 | afew     | ``Train/Angry/000046280.avi``, ``Val/...``: emotion folder; split Train -> train,    |
 |          | Val -> test; AFEW has no subject ids: each clip is its own subject                    |
@@ -18,10 +20,13 @@ mapped and clips without a subject.
 |          | codes (0 neutral, 1 anger, 2 contempt, 3 disgust, 4 fear, 5 happy, 6 sadness,         |
 |          | 7 surprise); sequences without an emotion file are left out                           |
 | ravdess  | ``Actor_12/02-01-06-01-02-01-12.mp4``: modality-channel-emotion-intensity-statement- |
-|          | repetition-actor; video-only (02) and audio-video (01) files                         |
+|          | repetition-actor; one file per recording (video-only 02, else audio-video 01)        |
 | cremad   | ``1001_DFA_ANG_XX.flv``: actor_sentence_emotion_level                                |
 | generic  | ``ROOT/<label>/<subject>/<clip>``, or ``csv``: a table with path, label, subject       |
 |          | (and optionally video_id, split), paths relative to the table                         |
+
+Folders are followed through links; hidden files (dot files, ``__MACOSX``) are skipped and
+counted in a note; a broken link is a file that does not match.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 from vfer import BASIC_CLASSES
-from vfer.video import IMAGE_EXTENSIONS
+from vfer.video import IMAGE_EXTENSIONS, image_files
 
 VIDEO_EXTENSIONS = {".avi", ".mp4", ".mov", ".mkv", ".flv", ".mpg", ".mpeg", ".wmv", ".webm", ".m4v"}
 
@@ -51,6 +56,12 @@ ALIASES = {
     "contempt": {"contempt", "co"},
     "calm": {"calm"},
     "boredom": {"boredom", "bored"},
+    # BAUM-1s' mental states, known so that they are counted as left out, not refused:
+    "interest": {"interest", "interested"},
+    "concentration": {"concentration", "concentrating"},
+    "thinking": {"thinking"},
+    "unsure": {"unsure"},
+    "bothered": {"bothered"},
 }
 RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
                     "06": "fearful", "07": "disgust", "08": "surprised"}
@@ -93,39 +104,125 @@ def clean_id(text: str) -> str:
     return out or "clip"
 
 
-def _videos(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+def _hidden(name: str) -> bool:
+    """System files and folders that are no clips: dot files (macOS ``._`` resource forks,
+    ``.DS_Store``, ``.ipynb_checkpoints``) and ``__MACOSX``."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _walk(root: Path, scan: Scan) -> list[Path]:
+    """Every visible file under ``root``, following folder links (each real folder once); a
+    broken link is unmatched, and hidden files are counted in a note."""
+    files, seen, hidden = [], set(), 0
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        hidden += sum(_hidden(d) for d in dirs) + sum(_hidden(n) for n in names)
+        dirs[:] = sorted(d for d in dirs if not _hidden(d))
+        for name in names:
+            path = Path(folder) / name
+            if _hidden(name):
+                continue
+            if not path.exists():
+                scan.unmatched.append(path)  # a broken link
+            elif path.is_file():
+                files.append(path)
+    if hidden:
+        scan.notes.append(f"{hidden} hidden files and folders (dot files, __MACOSX) are skipped")
+    return sorted(files)
+
+
+def _videos(root: Path, scan: Scan) -> list[Path]:
+    return [p for p in _walk(root, scan) if p.suffix.lower() in VIDEO_EXTENSIONS]
+
+
+def _disagreeing(scan: Scan, conflicts: list[str], what: str) -> None:
+    """Stop on clips whose file name and folders give different labels."""
+    if conflicts:
+        raise ManifestError(f"{len(conflicts)} clips whose file name names another {what} than "
+                            f"their folder: " + "; ".join(conflicts[:10]))
 
 
 def scan_enterface(root: Path, options: dict) -> Scan:
+    """Subject from the ``subject N`` folder and label from the emotion folder, checked against
+    the file name's code (``s1_an_1``, also ``s_3_an_1`` and ``s16_su_3avi``). The release
+    names some subjects' files after another subject (subject 11's are ``s12_*``): the folder
+    wins, with a note; a label that disagrees with its folder stops the command."""
     scan = Scan()
-    pattern = re.compile(r"^s(\d+)_(an|di|fe|ha|sa|su)_(\d+)$", re.I)
-    for p in _videos(root):
+    pattern = re.compile(r"^s_?(\d+)_(an|di|fe|ha|sa|su)_(\d+)(?:avi)?$", re.I)
+    conflicts, renamed = [], []
+    for p in _videos(root, scan):
         m = pattern.match(p.stem)
         if not m:
             scan.unmatched.append(p)
             continue
-        scan.clips.append(Clip(p, m[2], f"s{int(m[1])}", clean_id(p.stem)))
+        folders = p.relative_to(root).parts[:-1]
+        subject_dirs = [int(d[1]) for d in map(re.compile(r"^subject\s*(\d+)$", re.I).match,
+                                                folders) if d]
+        emotions = [canonical_label(d) for d in folders if canonical_label(d)]
+        subject = subject_dirs[-1] if subject_dirs else int(m[1])
+        if emotions and emotions[-1] != canonical_label(m[2]):
+            conflicts.append(f"{p} ({m[2]} in {emotions[-1]})")
+        if subject != int(m[1]):
+            renamed.append(p)
+        vid = f"s{subject}_{m[2].lower()}_{int(m[3])}"
+        scan.clips.append(Clip(p, emotions[-1] if emotions else m[2], f"s{subject}",
+                               vid if subject == int(m[1]) else clean_id(f"s{subject}_{p.stem}")))
+    _disagreeing(scan, conflicts, "emotion")
+    if renamed:
+        scan.notes.append(f"{len(renamed)} files are named for another subject than their "
+                          f"'subject N' folder (e.g. {renamed[0]}); the folder's subject is used")
     return scan
+
+
+def _rml_label(p: Path, folders: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """(label from the file name, from the folders): ``an1``, ``anger2``, ``happy_3``."""
+    m = re.match(r"^([a-z]+)[\d_-]*$", p.stem, re.I)
+    code = m and m[1].lower()
+    name = code if code in {"an", "di", "fe", "ha", "sa", "su"} or \
+        (code and canonical_label(code)) else None
+    folder = next((d for d in reversed(folders) if canonical_label(d)), None)
+    return name, folder
 
 
 def scan_rml(root: Path, options: dict) -> Scan:
+    """Subject from the one folder named ``s<N>`` (``rml-1/s3/English/an1.avi``); label from
+    the file name's emotion code or word, else from an emotion folder; both present and
+    different stops the command."""
     scan = Scan()
-    code = re.compile(r"^(an|di|fe|ha|sa|su)\D*\d*$", re.I)
-    for p in _videos(root):
-        parts = p.relative_to(root).parts
-        label = None
-        m = code.match(p.stem)
-        if m:
-            label = m[1]
-        else:
-            label = next((d for d in parts[1:-1] if canonical_label(d)), None)
-        if label is None or len(parts) < 2:
+    conflicts = []
+    for p in _videos(root, scan):
+        folders = p.relative_to(root).parts[:-1]
+        subjects = [d for d in folders if re.fullmatch(r"s\d+", d, re.I)]
+        name, folder = _rml_label(p, folders)
+        if len(subjects) != 1 or not (name or folder):
             scan.unmatched.append(p)
             continue
-        subject = parts[0]
-        scan.clips.append(Clip(p, label, subject, clean_id(f"{subject}_{p.stem}")))
+        if name and folder and canonical_label(name) != canonical_label(folder):
+            conflicts.append(f"{p} ({name} in {folder})")
+        subject = subjects[0].lower()
+        below = folders[folders.index(subjects[0]) + 1:]  # e.g. a language folder
+        scan.clips.append(Clip(p, name or folder, subject,
+                               clean_id("_".join((subject, *below, p.stem)))))
+    _disagreeing(scan, conflicts, "emotion")
     return scan
+
+
+def _read_table(path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A CSV/TSV (any separator) with ``columns``, as text; a clear error naming the file."""
+    try:
+        table = pd.read_csv(path, sep=None, engine="python", dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise ManifestError(f"table not found: {path}") from None
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ManifestError(f"{path}: not a readable CSV or TSV table ({exc})") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ManifestError(f"{path}: missing column(s) {missing}")
+    return table
 
 
 def scan_baum1s(root: Path, options: dict) -> Scan:
@@ -133,19 +230,31 @@ def scan_baum1s(root: Path, options: dict) -> Scan:
     if not options.get("labels"):
         raise ManifestError("layout baum1s needs --labels: a CSV or TSV with columns clip, label "
                             "(BAUM-1s distributes its labels as an annotation sheet)")
-    table = pd.read_csv(options["labels"], sep=None, engine="python", dtype=str,
-                        keep_default_na=False)
-    missing = [c for c in ("clip", "label") if c not in table.columns]
-    if missing:
-        raise ManifestError(f"{options['labels']}: missing column(s) {missing}")
-    labels = {Path(c).stem: lab for c, lab in zip(table["clip"], table["label"])}
+    table = _read_table(options["labels"], ("clip", "label"))
+    labels = {}
+    for clip, label in zip(table["clip"], table["label"]):
+        stem = Path(clip).stem
+        if labels.setdefault(stem, label) != label:
+            raise ManifestError(f"{options['labels']}: clip {stem} is labelled both "
+                                f"{labels[stem]!r} and {label!r}")
     pattern = re.compile(r"^(S\d+)_\d+$", re.I)
-    for p in _videos(root):
+    found = set()
+    for p in _videos(root, scan):
         m = pattern.match(p.stem)
         if not m or p.stem not in labels:
             scan.unmatched.append(p)
             continue
-        scan.clips.append(Clip(p, labels[p.stem], m[1].upper(), clean_id(p.stem)))
+        subject = m[1].upper()
+        folder = next((d.upper() for d in p.relative_to(root).parts[:-1]
+                       if re.fullmatch(r"S\d+", d, re.I)), subject)
+        if folder != subject:
+            scan.unmatched.append(p)  # a clip in another subject's folder
+            continue
+        found.add(p.stem)
+        scan.clips.append(Clip(p, labels[p.stem], subject, clean_id(p.stem)))
+    if set(labels) - found:
+        scan.notes.append(f"{len(set(labels) - found)} clips of the labels sheet have no video "
+                          f"file (e.g. {sorted(set(labels) - found)[0]})")
     return scan
 
 
@@ -153,7 +262,7 @@ def scan_afew(root: Path, options: dict) -> Scan:
     scan = Scan(notes=["AFEW has no subject ids: every clip is its own subject; evaluate with "
                        "protocol split (Train trains, Val tests)"])
     splits = {"train": "train", "val": "test"}
-    for p in _videos(root):
+    for p in _videos(root, scan):
         parts = p.relative_to(root).parts
         split = splits.get(parts[0].lower()) if len(parts) == 3 else None
         if split is None:
@@ -164,16 +273,31 @@ def scan_afew(root: Path, options: dict) -> Scan:
     return scan
 
 
+def _ckplus_code(path: Path) -> int:
+    """The CK+ emotion code in ``path`` (a float like ``3.0000000e+00``), a whole number."""
+    try:
+        value = float(path.read_text().split()[0])
+    except (IndexError, ValueError, UnicodeDecodeError):
+        raise ManifestError(f"{path}: not a CK+ emotion file (one number, e.g. "
+                            "3.0000000e+00)") from None
+    if not value.is_integer() or int(value) not in CKPLUS_EMOTIONS:
+        raise ManifestError(f"{path}: unknown CK+ emotion code {value:g} (0-7)")
+    return int(value)
+
+
 def scan_ckplus(root: Path, options: dict) -> Scan:
     scan = Scan()
     images = root / "cohn-kanade-images"
     emotions = root / "Emotion"
     if not images.is_dir():
         raise ManifestError(f"layout ckplus: no cohn-kanade-images folder in {root}")
+    if not emotions.is_dir():
+        raise ManifestError(f"layout ckplus: no Emotion folder (the labels) in {root}")
     unlabelled = 0
-    for subject_dir in sorted(p for p in images.iterdir() if p.is_dir()):
-        for seq in sorted(p for p in subject_dir.iterdir() if p.is_dir()):
-            frames = [f for f in seq.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS]
+    for subject_dir in sorted(p for p in images.iterdir() if p.is_dir() and not _hidden(p.name)):
+        for seq in sorted(p for p in subject_dir.iterdir() if p.is_dir() and not _hidden(p.name)):
+            frames = [f for f in seq.iterdir()
+                      if f.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(f.name)]
             if not frames or not re.fullmatch(r"S\d+", subject_dir.name):
                 scan.unmatched.append(seq)
                 continue
@@ -181,11 +305,8 @@ def scan_ckplus(root: Path, options: dict) -> Scan:
             if not files:
                 unlabelled += 1
                 continue
-            code = int(round(float(files[-1].read_text().split()[0])))
-            if code not in CKPLUS_EMOTIONS:
-                raise ManifestError(f"{files[-1]}: unknown CK+ emotion code {code}")
-            scan.clips.append(Clip(seq, CKPLUS_EMOTIONS[code], subject_dir.name,
-                                   clean_id(f"{subject_dir.name}_{seq.name}")))
+            scan.clips.append(Clip(seq, CKPLUS_EMOTIONS[_ckplus_code(files[-1])],
+                                   subject_dir.name, clean_id(f"{subject_dir.name}_{seq.name}")))
     if unlabelled:
         scan.notes.append(f"{unlabelled} sequences have no emotion file (CK+ labels 327 of 593) "
                           "and are left out")
@@ -193,24 +314,48 @@ def scan_ckplus(root: Path, options: dict) -> Scan:
 
 
 def scan_ravdess(root: Path, options: dict) -> Scan:
+    """RAVDESS names hold modality-channel-emotion-intensity-statement-repetition-actor. Its
+    audio-video (01) and video-only (02) files of one recording are the same video: modality
+    ``auto`` keeps one file per recording (02, else 01), ``01`` or ``02`` only those, ``all``
+    both (each recording then counts twice, in training and in the test folds)."""
     scan = Scan()
     pattern = re.compile(r"^(0[1-3])-(0[12])-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d{2})$")
-    modalities = {"01", "02"} if options.get("modality", "all") == "all" else {options["modality"]}
-    for p in _videos(root):
+    modality = options.get("modality") or "auto"
+    modalities = {"01", "02"} if modality in ("all", "auto") else {modality}
+    recordings: dict[str, dict[str, tuple[Path, re.Match]]] = {}
+    for p in _videos(root, scan):
         m = pattern.match(p.stem)
         if not m:
             scan.unmatched.append(p)
             continue
+        folder = next((d for d in p.relative_to(root).parts[:-1]
+                       if re.fullmatch(r"Actor_\d+", d, re.I)), None)
+        if folder is not None and int(folder[6:]) != int(m[7]):
+            scan.unmatched.append(p)  # a file in another actor's folder
+            continue
         if m[1] not in modalities:
             continue
-        scan.clips.append(Clip(p, RAVDESS_EMOTIONS[m[3]], f"Actor_{m[7]}", clean_id(p.stem)))
+        versions = recordings.setdefault(p.stem[3:], {})
+        if m[1] in versions:
+            raise ManifestError(f"two files of one recording: {versions[m[1]][0]} and {p}")
+        versions[m[1]] = (p, m)
+    left_out = 0
+    for versions in recordings.values():
+        keep = sorted(versions) if modality == "all" else [max(versions)]  # 02 before 01
+        left_out += len(versions) - len(keep)
+        for p, m in (versions[k] for k in keep):
+            scan.clips.append(Clip(p, RAVDESS_EMOTIONS[m[3]], f"Actor_{m[7]}", clean_id(p.stem)))
+    if left_out:
+        scan.notes.append(f"{left_out} audio-video files (01) of recordings that also have a "
+                          "video-only file (02) are left out: the same video (--modality all "
+                          "keeps both)")
     return scan
 
 
 def scan_cremad(root: Path, options: dict) -> Scan:
     scan = Scan()
     pattern = re.compile(r"^(\d{4})_([A-Z]{3})_(ANG|DIS|FEA|HAP|NEU|SAD)_(XX|LO|MD|HI|X)$")
-    for p in _videos(root):
+    for p in _videos(root, scan):
         m = pattern.match(p.stem)
         if not m:
             scan.unmatched.append(p)
@@ -223,10 +368,7 @@ def scan_generic(root: Path, options: dict) -> Scan:
     scan = Scan()
     if options.get("csv"):
         table_path = Path(options["csv"])
-        table = pd.read_csv(table_path, sep=None, engine="python", dtype=str, keep_default_na=False)
-        missing = [c for c in ("path", "label", "subject") if c not in table.columns]
-        if missing:
-            raise ManifestError(f"{table_path}: missing column(s) {missing}")
+        table = _read_table(table_path, ("path", "label", "subject"))
         for row in table.to_dict("records"):
             p = Path(row["path"])
             p = p if p.is_absolute() else table_path.parent / p
@@ -234,13 +376,16 @@ def scan_generic(root: Path, options: dict) -> Scan:
             scan.clips.append(Clip(p, row["label"], row["subject"] or None, vid,
                                    row.get("split") or None))
         return scan
-    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for subject_dir in sorted(label_dir.iterdir()):
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not _hidden(p.name)):
+        for subject_dir in sorted(p for p in label_dir.iterdir() if not _hidden(p.name)):
             if not subject_dir.is_dir():
                 scan.unmatched.append(subject_dir)
                 continue
-            for clip in sorted(subject_dir.iterdir()):
+            for clip in sorted(p for p in subject_dir.iterdir() if not _hidden(p.name)):
                 is_video = clip.is_file() and clip.suffix.lower() in VIDEO_EXTENSIONS
+                if clip.is_dir() and not image_files(clip):
+                    scan.unmatched.append(clip)  # a folder of videos is no image sequence
+                    continue
                 if not (is_video or clip.is_dir()):
                     continue
                 scan.clips.append(Clip(clip, label_dir.name, subject_dir.name,
