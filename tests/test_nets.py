@@ -406,6 +406,21 @@ def test_backbone_head_continues_the_backbone():
         network(spec)
 
 
+def test_backbone_head_features_are_its_last_hidden_layer():
+    """AlexNet tapped at fc6: the written (penultimate) features are fc7, not fc6."""
+    spec = {"name": "alex", "temporal": {"kind": "mean"}, "head": {"kind": "backbone"},
+            "branches": [branch("rgb", 1, backbone="alexnet", size=67, taps=["fc6"],
+                                backbone_options={"width": 0.0625})]}
+    net = network(spec, 3).eval()
+    x = inputs_for(net)
+    backbone = net.backbones()["rgb"]
+    with torch.no_grad():
+        features, logits = net.features_and_logits(x)
+        fc7 = backbone.tap(x["rgb"].flatten(0, 1), ["fc7"])[0]
+        assert torch.allclose(features, fc7, atol=1e-6)
+        assert torch.allclose(logits, backbone.classifier[-1](fc7), atol=1e-6)
+
+
 def test_emotional_vlan_like_network():
     spec = {"name": "emotional_vlan",
             "branches": [branch("rgb", 3, "alexnet", 67, backbone_options={"width": 0.125},

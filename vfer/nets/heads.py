@@ -28,11 +28,16 @@ class MLPHead(nn.Module):
 
 
 class BackboneHead(nn.Module):
-    """A backbone's own layers after vector tap ``tap`` (its modules, shared); features = z."""
+    """A backbone's own layers after vector tap ``tap`` (its modules, shared); features = the
+    last hidden layer: the output of every layer but the class layer (AlexNet or VGG tapped at
+    fc6: fc7; a head that is only the class layer: z)."""
 
     def __init__(self, backbone: nn.Module, tap: str):
         super().__init__()
         self.layers = backbone.head_from(tap)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(self.layers, nn.Sequential) and len(self.layers) > 1:
+            z = self.layers[:-1](z)
+            return z, self.layers[-1](z)
         return z, self.layers(z)
