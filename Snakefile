@@ -6,7 +6,12 @@ from snakemake.utils import min_version
 min_version("9.27")
 
 
-configfile: "config/config.yaml"
+# config/config.yaml unless a --configfile is given, which replaces it rather than merging
+# into it: an edited copy gets nothing back of what it removed, and no demo stream or network
+# merges into one of the same name.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

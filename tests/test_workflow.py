@@ -10,6 +10,7 @@ import subprocess
 import h5py
 import pandas as pd
 import pytest
+import yaml
 
 from tests.tiny import CONFIG, STREAM, declared_gpus, planned, snakemake, write_config
 
@@ -176,6 +177,20 @@ def test_jobs_that_use_cuda_where_present_declare_a_gpu(run):
                            **{("extract", m): {1} for m in networks},
                            ("extract", "landmarks"): {0}, ("extract", "handcrafted"): {0}}
     assert set(gpu["cpu"]) == set(gpu["auto"]) and all(v == {0} for v in gpu["cpu"].values())
+
+
+def test_a_configfile_replaces_the_default_config(run, tmp_path):
+    """An edited copy of config/config.yaml: its one-input network gets no input back from the
+    config it was copied from (Snakemake would merge the two)."""
+    mine = json.loads(json.dumps(CONFIG))
+    mine["networks"]["rgb_flow"]["inputs"].pop("flow")
+    mine["experiments"] = [{"name": "rgb", "streams": ["rgb_flow"],
+                            "classifier": {"kind": "softmax"}}]
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(mine))
+    result = snakemake(run, "-n", "--forceall", "--configfile", str(tmp_path / "mine.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned(result.stdout)
+    assert jobs["train"] == 2 and "flow" not in jobs
 
 
 def test_forcing_flow_reruns_flow_and_downstream_only(run):

@@ -418,9 +418,34 @@ def _network_model(config: dict, plan: Plan, name: str, n: dict) -> dict:
     network = {"name": name, "branches": branches,
                "fusion": {"kind": fusion["kind"], "gating": gating}, "temporal": temporal,
                "head": head, "features": n["features"]}
+    if n["finetune"] == "none":
+        _check_untrained(network, f"{where}.finetune")
     return {"name": name, "kind": "network", "network": network,
             "train": _training(config, n, branches, where), "finetune": n["finetune"],
             "sources": sources, "weights": weights}
+
+
+def _check_untrained(network: dict, where: str) -> None:
+    """``finetune: none`` writes features of a network that is never trained: refuse one whose
+    features pass through layers that only training would set."""
+    untrained = [f"{b['name']}'s {b['backbone']} squeeze-excitation layers (no ImageNet file "
+                 "holds them)" for b in network["branches"]
+                 if BACKBONES.meta(b["backbone"]).get("optional_weights")]
+    for b in network["branches"]:
+        if b["temporal"] and b["temporal"]["kind"] not in ("mean", "max"):
+            untrained.append(f"{b['name']}'s temporal model {b['temporal']['kind']}")
+        if b["project"]:
+            untrained.append(f"{b['name']}'s projection")
+    if network["temporal"]["kind"] not in ("mean", "max"):
+        untrained.append(f"the temporal model {network['temporal']['kind']}")
+    if network["fusion"]["kind"] == "weighted_sum":
+        untrained.append("weighted_sum's weights")
+    if network["features"] == "penultimate" and network["head"].get("hidden"):
+        untrained.append("the head's hidden layers (features: penultimate)")
+    if untrained:
+        raise ConfigError(f"{where}: none writes the features of a network that is never "
+                          f"trained, but they pass through {', '.join(untrained)}, which start "
+                          "at random; train it (finetune: per_fold) or leave them out")
 
 
 def _check_gating(gating: dict, branches: dict, where: str) -> None:
