@@ -72,7 +72,15 @@ def _with_defaults(cls):
     return validators.extend(cls, {"properties": fill})
 
 
-_Validator = _with_defaults(jsonschema.Draft202012Validator)
+def _is_integer(checker, instance) -> bool:
+    """Whole numbers only: the schema's 2020-12 draft takes 16.0 for an integer, and the code
+    that counts with it would fail far from the config (range(16.0))."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = validators.extend(
+    _with_defaults(jsonschema.Draft202012Validator),
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
 
 
 def _where(path) -> str:
