@@ -284,3 +284,11 @@ def test_torchvision_weights_are_found_in_the_hub_cache_or_named_with_their_comm
     c["streams"]["spatial"].update(backbone="small_cnn")
     with pytest.raises(cfg.ConfigError, match="torchvision has no weights for small_cnn"):
         cfg.load(c, SCHEMA)
+
+
+def test_the_config_reference_is_written_from_the_schema():
+    """docs/config.md is what `python -m vfer.config_doc` writes from the schema now."""
+    from vfer.config_doc import reference
+
+    assert (REPO / "docs/config.md").read_text() == reference(), \
+        "docs/config.md is stale: python -m vfer.config_doc > docs/config.md"
