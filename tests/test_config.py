@@ -133,6 +133,9 @@ def test_bad_keys_and_values_are_refused_with_their_path(edit, message):
         fusion={"kind": "sum", "gating": {"from": "flow", "to": "rgb", "at": ["layer3.0"]}}),
      r"rgb_flow_lstm.fusion.gating: 'flow' has 15 steps and 'rgb' 16: a gater needs the same "
      r"steps"),
+    (lambda c: c["streams"]["spatial"].update(backbone="alexnet", weights="torchvision",
+                                              backbone_options={"width": 0.125}),
+     r"streams.spatial.weights: alexnet at width 0.125 has none of the shapes of torchvision"),
     (lambda c: c["networks"]["rgb_flow_lstm"].update(finetune="none"),
      r"networks.rgb_flow_lstm.finetune: none writes the features of a network that is never "
      r"trained, but they pass through the temporal model lstm, the head's hidden layers "

@@ -345,6 +345,11 @@ def torchvision_weights(backbone: str, where: str) -> str:
 def _weights(branch: dict, path: str | None, where: str) -> str | None:
     """The initial weights file of a branch: a path, ``torchvision`` (the standard file in
     torch's hub cache), or None (random initialisation)."""
+    width = branch["backbone_options"].get("width", 1)
+    if path and width != 1:
+        raise ConfigError(f"{where}.weights: {branch['backbone']} at width {width} has none of "
+                          f"the shapes of {path} (a full-width file); set weights: null, or "
+                          "width 1 (a -small preset loaded before its full one does this)")
     if path == "torchvision":
         return torchvision_weights(branch["backbone"], where)
     if path and not os.path.isfile(path):
