@@ -380,22 +380,24 @@ def resolve_backend(backend: str, cpu: str = "numpy",
     return "torch", "cuda" if cuda else "cpu"
 
 
+#: The methods with a torch backend, and their CPU implementation (``backend`` key).
+CPU_BACKENDS = {"tvl1": "opencv", "horn_schunck": "numpy"}
+
+
 def backend_of(name: str, params: Mapping, device: str = "auto") -> tuple[str, str | None]:
     """(backend, torch device or None) that computes method ``name`` with ``params`` on the
     config's ``device``: its ``backend`` key resolved (resolve_backend); without the key, the
     CPU implementation."""
-    if name == "tvl1":
-        return resolve_backend(params.get("backend", "opencv"), "opencv", device)
-    if name == "horn_schunck":
-        return resolve_backend(params.get("backend", "numpy"), "numpy", device)
-    return "opencv", None
+    if name not in CPU_BACKENDS:
+        return "opencv", None
+    cpu = CPU_BACKENDS[name]
+    return resolve_backend(params.get("backend", cpu), cpu, device)
 
 
 def uses_gpu(name: str, params: Mapping, device: str = "auto") -> bool:
     """Whether method ``name`` with ``params`` computes on CUDA wherever CUDA is present: what
     the flow rule declares as ``gpu=1``, without looking for CUDA on the machine that plans."""
-    return name in ("tvl1", "horn_schunck") and device != "cpu" and \
-        params.get("backend") in ("auto", "torch")
+    return name in CPU_BACKENDS and device != "cpu" and params.get("backend") in ("auto", "torch")
 
 
 def flow_to_hsv_rgb(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
