@@ -85,6 +85,9 @@ def config(**changes) -> dict:
     (lambda c: c["segments"].update(length=16.0), r"segments.length: 16.0 is not of type "
                                                   r"'integer'"),
     (lambda c: c.update(seed=-1), r"seed: -1 is less than the minimum of 0"),
+    (lambda c: c.update(protocol={"name": "kfold", "folds": "2"}),
+     r"protocol.folds: '2' is not of type 'integer' \(snakemake --config passes the values "
+     r"inside a nested key=\{...\} as text: set them in a --configfile\)"),
     (lambda c: c["flow"]["farneback"].update(winsize=0), r"flow.farneback.winsize: 0 is less"),
     (lambda c: c["flow"]["farneback"].update(poly_n=2), r"flow.farneback.poly_n: 2 is not one of"),
     (lambda c: c["classifier"].update(gamma=["foo"]), r"classifier.gamma\[0\]: 'foo'"),

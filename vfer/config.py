@@ -106,7 +106,19 @@ def _message(error: jsonschema.ValidationError) -> str:
         return f"{where}: name {error.instance!r} is not allowed ({error.message})"
     if error.validator == "enum":
         return f"{where}: {error.instance!r} is not one of {error.validator_value}"
+    if error.validator == "type" and isinstance(error.instance, str) and \
+            "string" not in error.validator_value and _numeric(error.instance):
+        return (f"{where}: {error.message} (snakemake --config passes the values inside a "
+                "nested key={...} as text: set them in a --configfile)")
     return f"{where}: {error.message}"
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def validate(config: dict, schema: dict | None = None) -> dict:
