@@ -4,8 +4,8 @@ time and peak GPU memory, in benchmarks/PRESETS-GPU.md (issue 14).
     python -m benchmarks.bench_presets_gpu [PRESET ...] [--max-steps N] [--out FILE]
     python -m benchmarks.bench_presets_gpu --check-on-cpu [PRESET ...]   # the script itself
 
-A preset is config/methods/<preset>.yaml merged over config/config.yaml as Snakemake merges
-config files, with ``weights: torchvision`` replaced by random initialisation (the GPU machine
+A preset is config/methods/<preset>.yaml (and its small variant merged over it, as Snakemake
+merges several --configfile), with ``weights: torchvision`` replaced by random initialisation (the GPU machine
 has no weight files; the cost of a step does not depend on the weights' values). Its stage
 files are written with vfer.store's writers from smooth random uint8 images at the preset's
 face size, in the layouts the stages give: segments by vfer.segments, flow pairs by
@@ -94,10 +94,11 @@ def random_weights(node):
 
 
 def preset_config(system: str, small: bool) -> dict:
-    """config/config.yaml with the preset (and its small variant) merged over it."""
+    """The preset (and its small variant merged over it), with the demo's samples table as
+    ``--config samples=`` would give it."""
     from vfer.config import read_yaml
 
-    config = read_yaml(REPO / "config" / "config.yaml")
+    config = {"samples": str(REPO / "data" / "demo" / "samples.tsv")}
     files = [f"{system}.yaml"] + ([f"{system}-small.yaml"] if small else [])
     for name in files:
         merge(config, read_yaml(REPO / "config" / "methods" / name))

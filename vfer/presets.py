@@ -3,7 +3,7 @@ vfer's (``make presets`` -> results/presets.md).
 
 A preset is ``config/methods/<system>.yaml`` (full scale, as the paper describes it) and
 ``config/methods/<system>-small.yaml`` (the keys that shrink it to train on 2 CPU cores),
-merged over config/config.yaml as Snakemake merges config files. Each experiment names the
+merged in that order as Snakemake merges several --configfile (they replace config/config.yaml). Each experiment names the
 rows of the paper's tables it reproduces (``reported``); the paper's figures come from
 docs/methods/reported.yaml.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -44,8 +43,6 @@ def run(system: str, samples: Path, workdir: Path, cores: int, extra: list[str] 
     from vfer.runtime import select_device
 
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config").mkdir(exist_ok=True)
-    shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
     command = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"),
                "-d", str(workdir), "--cores", str(cores), "--configfile",
                *map(str, preset_files(system)), "--config", f"samples={samples.resolve()}",
