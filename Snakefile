@@ -1,6 +1,6 @@
 # vfer: video-based facial expression recognition, one reproducible and resumable workflow.
 #   snakemake --cores all                       run the default config (the demo dataset)
-#   snakemake --cores all --configfile config/methods/<preset>.yaml
+#   snakemake --cores all --configfile config/methods/<preset>.yaml --config samples=<table>
 from snakemake.utils import min_version
 
 min_version("9.27")
