@@ -123,6 +123,12 @@ def test_bad_keys_and_values_are_refused_with_their_path(edit, message):
                                         "classifier": {"kind": "softmax"}}),
      rf"experiments\[{NEXT}\].fusion: softmax scores of several networks are combined by "
      r"fusion: scores"),
+    (lambda c: c["streams"]["handcrafted"].update(weights="torchvision"),
+     r"streams.handcrafted.weights: the descriptor hog has no layers, size or weights; it would "
+     r"ignore \['weights'\]"),
+    (lambda c: c["networks"]["rgb_flow_lstm"]["inputs"]["rgb"].update(layer="fc", pool="mspp"),
+     r"networks.rgb_flow_lstm.inputs.rgb.pool: mspp pools maps, and tap\(s\) \['fc'\] of "
+     r"small_cnn give vectors"),
     (lambda c: c["streams"]["handcrafted"].update(input="flow"),
      r"streams.handcrafted: backbone hog needs input: frames and finetune: none"),
     (lambda c: c["networks"]["rgb_flow_lstm"]["inputs"]["rgb"].update(share="flow"),

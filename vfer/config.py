@@ -293,6 +293,9 @@ def _branch(config: dict, name: str, b: dict, consumer: str, where: str) -> dict
     maps = [t for t in taps if meta["taps"][t] == "map"
             or (meta["taps"][t] == "same" and not vector)]
     pool = b.get("pool", "auto")
+    if not maps and pool not in ("auto", "none"):
+        raise ConfigError(f"{where}.pool: {pool} pools maps, and tap(s) {taps} of {backbone} give "
+                          "vectors")
     if pool == "auto":
         pool = "none" if not maps or takes == "map" else "avg"
     if maps and pool == "none" and takes != "map":
@@ -378,6 +381,11 @@ def _stream_model(config: dict, plan: Plan, name: str, s: dict) -> dict:
         if s["input"] != needs or s["finetune"] != "none":
             raise ConfigError(f"{where}: backbone {s['backbone']} needs input: {needs} and "
                               "finetune: none")
+        unused = [k for k in ("layer", "size", "weights") if s[k] is not None]
+        unused += ["backbone_options"] if s["backbone_options"] else []
+        if unused:
+            raise ConfigError(f"{where}.{unused[0]}: the descriptor {s['backbone']} has no "
+                              f"layers, size or weights; it would ignore {unused}")
         return {"name": name, "kind": "descriptor", "descriptor": s["backbone"],
                 "diff": s["diff"], "finetune": "none",
                 "sources": {"main": _source(config, plan, s["input"], s, where)}}
