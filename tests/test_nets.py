@@ -75,6 +75,15 @@ def test_temporal_models_reduce_time(kind, in_shape, options, out_dim):
     model = TEMPORAL.build(kind, in_shape, **options)
     assert model.out_dim == out_dim
     assert model(torch.randn(2, 3, *in_shape)).shape == (2, out_dim)
+    assert TEMPORAL.meta(kind)["learned"] == any(True for _ in model.parameters())
+
+
+@pytest.mark.parametrize("kind", ["sum", "product", "concat", "weighted_sum"])
+def test_fusions_say_whether_they_learn(kind):
+    from vfer.nets.registry import FUSIONS
+
+    model = FUSIONS.build(kind, [(4,), (4,)])
+    assert FUSIONS.meta(kind)["learned"] == any(True for _ in model.parameters())
 
 
 def test_mean_and_max_values():

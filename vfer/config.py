@@ -24,7 +24,7 @@ import yaml
 from jsonschema import validators
 
 from vfer.io import sha256_of
-from vfer.nets.registry import BACKBONES, DESCRIPTORS, INPUTS, TEMPORAL
+from vfer.nets.registry import BACKBONES, DESCRIPTORS, FUSIONS, INPUTS, TEMPORAL
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -465,14 +465,15 @@ def _check_untrained(network: dict, where: str) -> None:
                  "holds them)" for b in network["branches"]
                  if BACKBONES.meta(b["backbone"]).get("optional_weights")]
     for b in network["branches"]:
-        if b["temporal"] and b["temporal"]["kind"] not in ("mean", "max"):
+        if b["temporal"] and TEMPORAL.meta(b["temporal"]["kind"])["learned"]:
             untrained.append(f"{b['name']}'s temporal model {b['temporal']['kind']}")
         if b["project"]:
             untrained.append(f"{b['name']}'s projection")
-    if network["temporal"]["kind"] not in ("mean", "max"):
+    if TEMPORAL.meta(network["temporal"]["kind"])["learned"]:
         untrained.append(f"the temporal model {network['temporal']['kind']}")
-    if network["fusion"]["kind"] == "weighted_sum":
-        untrained.append("weighted_sum's weights")
+    fusion = network["fusion"]["kind"]
+    if fusion and FUSIONS.meta(fusion)["learned"]:
+        untrained.append(f"{fusion}'s weights")
     if network["features"] == "penultimate" and network["head"].get("hidden"):
         untrained.append("the head's hidden layers (features: penultimate)")
     if untrained:

@@ -40,7 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 from vfer import BASIC_CLASSES
-from vfer.video import IMAGE_EXTENSIONS, image_files
+from vfer.video import image_files
 
 VIDEO_EXTENSIONS = {".avi", ".mp4", ".mov", ".mkv", ".flv", ".mpg", ".mpeg", ".wmv", ".webm", ".m4v"}
 
@@ -153,6 +153,7 @@ def scan_enterface(root: Path, options: dict) -> Scan:
     wins, with a note; a label that disagrees with its folder stops the command."""
     scan = Scan()
     pattern = re.compile(r"^s_?(\d+)_(an|di|fe|ha|sa|su)_(\d+)(?:avi)?$", re.I)
+    subject_folder = re.compile(r"^subject\s*(\d+)$", re.I)
     conflicts, renamed = [], []
     for p in _videos(root, scan):
         m = pattern.match(p.stem)
@@ -160,17 +161,18 @@ def scan_enterface(root: Path, options: dict) -> Scan:
             scan.unmatched.append(p)
             continue
         folders = p.relative_to(root).parts[:-1]
-        subject_dirs = [int(d[1]) for d in map(re.compile(r"^subject\s*(\d+)$", re.I).match,
-                                                folders) if d]
-        emotions = [canonical_label(d) for d in folders if canonical_label(d)]
-        subject = subject_dirs[-1] if subject_dirs else int(m[1])
-        if emotions and emotions[-1] != canonical_label(m[2]):
-            conflicts.append(f"{p} ({m[2]} in {emotions[-1]})")
-        if subject != int(m[1]):
+        named = int(m[1])
+        subject = next((int(f[1]) for f in map(subject_folder.match, reversed(folders)) if f),
+                       named)
+        emotion = next((e for e in map(canonical_label, reversed(folders)) if e), None)
+        if emotion and emotion != canonical_label(m[2]):
+            conflicts.append(f"{p} ({m[2]} in {emotion})")
+        if subject == named:
+            vid = f"s{subject}_{m[2].lower()}_{int(m[3])}"
+        else:
             renamed.append(p)
-        vid = f"s{subject}_{m[2].lower()}_{int(m[3])}"
-        scan.clips.append(Clip(p, emotions[-1] if emotions else m[2], f"s{subject}",
-                               vid if subject == int(m[1]) else clean_id(f"s{subject}_{p.stem}")))
+            vid = clean_id(f"s{subject}_{p.stem}")
+        scan.clips.append(Clip(p, emotion or m[2], f"s{subject}", vid))
     _disagreeing(scan, conflicts, "emotion")
     if renamed:
         scan.notes.append(f"{len(renamed)} files are named for another subject than their "
@@ -296,8 +298,7 @@ def scan_ckplus(root: Path, options: dict) -> Scan:
     unlabelled = 0
     for subject_dir in sorted(p for p in images.iterdir() if p.is_dir() and not _hidden(p.name)):
         for seq in sorted(p for p in subject_dir.iterdir() if p.is_dir() and not _hidden(p.name)):
-            frames = [f for f in seq.iterdir()
-                      if f.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(f.name)]
+            frames = [f for f in image_files(seq) if not _hidden(f.name)]
             if not frames or not re.fullmatch(r"S\d+", subject_dir.name):
                 scan.unmatched.append(seq)
                 continue

@@ -122,28 +122,31 @@ BACKBONES = Registry("backbone", [
 _T = "vfer.nets.temporal"
 #: Models over a segment's time steps: (B, T, ...) -> (B, D). ``accepts``: vector sequences
 #: (B, T, D), map sequences (B, T, C, H, W), or ``taps``: one vector sequence per tap.
+#: ``learned``: it has parameters that only training sets.
 TEMPORAL = Registry("temporal model", [
-    Entry("mean", f"{_T}:Mean", {"accepts": "vector", "options": ()}),
-    Entry("max", f"{_T}:Max", {"accepts": "vector", "options": ()}),
-    Entry("lstm", f"{_T}:LSTM", {"accepts": "vector",
+    Entry("mean", f"{_T}:Mean", {"accepts": "vector", "options": (), "learned": False}),
+    Entry("max", f"{_T}:Max", {"accepts": "vector", "options": (), "learned": False}),
+    Entry("lstm", f"{_T}:LSTM", {"accepts": "vector", "learned": True,
                                  "options": ("hidden", "layers", "dropout")}),
-    Entry("bilstm", f"{_T}:BiLSTM", {"accepts": "vector",
+    Entry("bilstm", f"{_T}:BiLSTM", {"accepts": "vector", "learned": True,
                                      "options": ("hidden", "layers", "dropout")}),
-    Entry("convlstm", f"{_T}:ConvLSTM", {"accepts": "map",
+    Entry("convlstm", f"{_T}:ConvLSTM", {"accepts": "map", "learned": True,
                                          "options": ("channels", "kernels", "pool")}),
     Entry("enhanced_convlstm", f"{_T}:EnhancedConvLSTM", {
-        "accepts": "map", "options": ("channels", "kernels", "pool", "groups")}),
+        "accepts": "map", "learned": True, "options": ("channels", "kernels", "pool", "groups")}),
     Entry("nested_lstm", f"{_T}:NestedLSTM", {
-        "accepts": "taps", "options": ("hidden", "layers", "c_hidden", "c_layers")}),
+        "accepts": "taps", "learned": True,
+        "options": ("hidden", "layers", "c_hidden", "c_layers")}),
 ])
 
 _F = "vfer.nets.fusion"
 #: How a network's branches are combined, per time step (B, T, *shape_i) -> (B, T, *shape).
+#: ``learned``: it has parameters that only training sets.
 FUSIONS = Registry("fusion", [
-    Entry("sum", f"{_F}:Sum", {"equal_shapes": True}),
-    Entry("product", f"{_F}:Product", {"equal_shapes": True}),
-    Entry("concat", f"{_F}:Concat", {"equal_shapes": False}),
-    Entry("weighted_sum", f"{_F}:WeightedSum", {"equal_shapes": True}),
+    Entry("sum", f"{_F}:Sum", {"equal_shapes": True, "learned": False}),
+    Entry("product", f"{_F}:Product", {"equal_shapes": True, "learned": False}),
+    Entry("concat", f"{_F}:Concat", {"equal_shapes": False, "learned": False}),
+    Entry("weighted_sum", f"{_F}:WeightedSum", {"equal_shapes": True, "learned": True}),
 ])
 
 _H = "vfer.nets.heads"
